@@ -1,0 +1,24 @@
+"""Mirrorgate's mitmproxy addons, one job each, in the order they see a flow.
+
+    Rules         loads and validates the rules file; holds the active rules and profile
+    Interception  decrypts only the hosts the rules name; tunnels the rest untouched
+    Relay         runs the relay: mirror selection, fallback, timeouts, circuits, streaming
+    Router        hands routed requests to the relay, or straight to their origin
+    AccessLog     one JSON line per routed request
+    Banner        prints the address, CA and environment once listening
+"""
+
+from __future__ import annotations
+
+from addons.access_log import AccessLog
+from addons.banner import Banner
+from addons.interception import Interception
+from addons.relay import Relay
+from addons.router import Router
+from addons.rules import Rules
+
+
+def default_addons() -> list:
+    rules = Rules()
+    relay = Relay(rules)
+    return [rules, Interception(rules), relay, Router(rules, relay.server), AccessLog(), Banner()]

@@ -1,0 +1,75 @@
+"""One JSON line per request that a rule owns: rule, upstream, fallback steps, status,
+bytes and duration. The schema is documented in docs/access-log.md."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TextIO
+
+from mitmproxy import ctx, exceptions, http
+
+from addons.router import note
+
+log = logging.getLogger("mirrorgate.access")
+
+
+def access_record(flow: http.HTTPFlow, now: float) -> dict | None:
+    n = note(flow)
+    if n is None or n.trace is None:
+        return None
+    resp = flow.response
+    size = n.bytes or (len(resp.raw_content) if resp is not None and resp.raw_content else 0)
+    return {
+        "ts": round(now, 3),
+        "client": flow.client_conn.peername[0] if flow.client_conn.peername else None,
+        "method": flow.request.method,
+        "url": flow.request.headers.get("X-Mirrorgate-Target") or flow.request.pretty_url,
+        **n.trace.record(),
+        "status": resp.status_code if resp is not None else None,
+        "bytes": size,
+        "duration_ms": round((now - flow.request.timestamp_start) * 1000, 1),
+        "error": flow.error.msg if flow.error else None,
+    }
+
+
+class AccessLog:
+    def __init__(self) -> None:
+        self._file: TextIO | None = None
+
+    def load(self, loader) -> None:
+        loader.add_option("access_log", str, "",
+                          "Append the JSON access log to this file as well as to the event log.")
+
+    def configure(self, updated: set[str]) -> None:
+        if "access_log" not in updated:
+            return
+        if self._file:
+            self._file.close()
+            self._file = None
+        if ctx.options.access_log:
+            try:
+                self._file = Path(ctx.options.access_log).open("a", encoding="utf-8", buffering=1)
+            except OSError as e:
+                raise exceptions.OptionsError(f"cannot open access_log {ctx.options.access_log!r}: {e}") from None
+
+    def _emit(self, flow: http.HTTPFlow) -> None:
+        record = access_record(flow, time.time())
+        if record is None:
+            return
+        line = json.dumps(record, separators=(",", ":"))
+        log.info(line)
+        if self._file:
+            self._file.write(line + "\n")
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._emit(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._emit(flow)
+
+    def done(self) -> None:
+        if self._file:
+            self._file.close()

@@ -1,0 +1,87 @@
+"""Sends each request that a rule owns to the relay, or straight to its origin when it
+must not touch a mirror; streams everything else through untouched."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from mitmproxy import http
+
+from addons.rules import Rules
+from mirrorgate import routing
+from mirrorgate.relay import FLOW_HEADER, SECRET_HEADER, TARGET_HEADER, RelayServer
+from mirrorgate.trace import HEADER, Hop, Trace
+
+# How long a request waits for the relay to come up at start-up.
+RELAY_READY_TIMEOUT = 10.0
+
+
+@dataclass
+class FlowNote:
+    """Mirrorgate's notes on a flow, read by the access log."""
+
+    route: str  # "relay" | "origin" | "reject" | "other"
+    trace: Trace | None = None
+    bytes: int = field(default=0)
+
+    def count(self, chunk: bytes) -> bytes:
+        self.bytes += len(chunk)
+        return chunk
+
+
+def note(flow: http.HTTPFlow) -> FlowNote | None:
+    return flow.metadata.get("mirrorgate")
+
+
+class Router:
+    def __init__(self, rules: Rules, relay: RelayServer) -> None:
+        self.rules = rules
+        self.relay = relay
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error:
+            return
+        req = flow.request
+        facts = routing.RequestFacts(
+            method=req.method, scheme=req.scheme, host=req.host, port=req.port, path=req.path,
+            has_credentials=any(h in req.headers for h in routing.CREDENTIAL_HEADERS),
+        )
+        ruleset, _ = self.rules.active()
+        found = routing.route(ruleset, facts)
+        if found is None:
+            flow.metadata["mirrorgate"] = FlowNote("other")
+            req.stream = True
+            return
+        trace = Trace(found.rule.name)
+        flow.metadata["mirrorgate"] = FlowNote(found.kind, trace)
+        if found.kind == "reject":
+            trace.route = f"rejected ({found.reason})"
+            flow.response = http.Response.make(
+                400, f"Mirrorgate refused this request: {found.reason}.\n",
+                {"Content-Type": "text/plain; charset=utf-8", HEADER: trace.header()})
+            return
+        if found.kind == "origin":
+            trace.upstream = Hop("origin", found.prefix.url)
+            trace.route = f"origin-only ({found.reason})"
+            req.stream = True
+            return
+        try:
+            await asyncio.wait_for(self.relay.ready.wait(), RELAY_READY_TIMEOUT)
+        except TimeoutError:
+            flow.response = http.Response.make(503, b"Mirrorgate is still starting.\n")
+            return
+        target = f"{found.prefix.origin}{req.path}"
+        self.relay.pending[flow.id] = trace
+        req.url = f"{self.relay.base_url}{req.path}"
+        req.headers[TARGET_HEADER] = target
+        req.headers[SECRET_HEADER] = self.relay.secret
+        req.headers[FLOW_HEADER] = flow.id
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        n = note(flow)
+        if n is None:
+            return
+        flow.response.stream = n.count
+        if n.route == "origin" and n.trace is not None:
+            flow.response.headers[HEADER] = n.trace.header()

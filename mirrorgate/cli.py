@@ -1,0 +1,46 @@
+"""`mirrorgate [mitmdump options…]`: mitmdump with Mirrorgate's addons loaded.
+
+The addons are added to the master before the command line is parsed, so their options
+(`--set rules=…`, `--set profile=…`) are validated like mitmproxy's own and a bad rules
+file stops start-up with a one-line message.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from mitmproxy.tools import cmdline
+from mitmproxy.tools.dump import DumpMaster
+from mitmproxy.tools.main import run
+
+from addons import default_addons
+
+
+class MirrorgateMaster(DumpMaster):
+    def __init__(self, options, **kwargs) -> None:
+        super().__init__(options, **kwargs)
+        self.addons.add(*default_addons())
+        # Defaults that the command line may still override: the access log replaces
+        # mitmdump's per-flow lines, which would show relay hand-overs, not requests.
+        options.update(flow_detail=0, connection_strategy="lazy")
+
+
+def _extra(args) -> dict:
+    # Re-apply the rules options inside mitmproxy's option error handling, so that the
+    # default rules file is validated at start-up even when no --set names it.
+    from mitmproxy import ctx
+
+    out = {"rules": ctx.options.rules, "profile": ctx.options.profile}
+    if args.filter_args:
+        v = " ".join(args.filter_args)
+        out.update(save_stream_filter=v, readfile_filter=v, dumper_filter=v)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.argv[0] = "mirrorgate"
+    run(MirrorgateMaster, cmdline.mitmdump, sys.argv[1:] if argv is None else argv, _extra)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Pure routing decisions: which rule a request belongs to, where it may go, and whether a
+failed attempt moves on to the next upstream.
+
+Everything here works on plain data; the addons and the relay feed it facts and act on
+its answers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote
+
+from mirrorgate.rules import TRANSPORT_FAILURES, Prefix, Rule, RuleSet
+
+# Headers that carry a client's identity. A request with one of them is never sent to a
+# mirror: the credential belongs to the origin, and so may the content.
+CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")
+
+# Only these methods are safe to repeat against another upstream, and only they read
+# public content.
+RELAYED_METHODS = ("GET", "HEAD")
+
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+RouteKind = Literal["relay", "origin", "reject"]
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    method: str
+    scheme: str
+    host: str
+    port: int
+    path: str  # as sent, query included
+    has_credentials: bool
+
+
+@dataclass(frozen=True)
+class Route:
+    kind: RouteKind
+    rule: Rule
+    prefix: Prefix
+    reason: str = ""  # why "origin" or "reject"
+
+
+def split_query(path: str) -> tuple[str, str]:
+    """('/a/b', '?x=1') from '/a/b?x=1'."""
+    i = path.find("?")
+    return (path, "") if i < 0 else (path[:i], path[i:])
+
+
+def path_problem(path: str) -> str | None:
+    """Why a request path is unfit to be mapped onto another host, or None if it is fine.
+
+    Dot-segments would let a request climb out of a rule's prefix once mapped onto a
+    mirror's prefix, so they are refused rather than normalised: no package manager
+    sends them.
+    """
+    if not path.startswith("/"):
+        return "the request target must be an absolute path"
+    if _CONTROL.search(path):
+        return "the path contains spaces or control characters"
+    bare, _ = split_query(path)
+    if _BAD_PERCENT.search(bare):
+        return "the path contains a malformed percent-escape"
+    for segment in bare.split("/"):
+        if unquote(segment) in (".", ".."):
+            return "the path contains '.' or '..' segments"
+    return None
+
+
+def route(rules: RuleSet, facts: RequestFacts) -> Route | None:
+    """Where a request goes, or None if no rule owns it."""
+    bare, _ = split_query(facts.path)
+    found = rules.lookup(facts.scheme, facts.host, facts.port, bare)
+    if found is None:
+        return None
+    rule, prefix = found
+    problem = path_problem(facts.path)
+    if problem:
+        return Route("reject", rule, prefix, problem)
+    if facts.method not in RELAYED_METHODS:
+        return Route("origin", rule, prefix, f"method {facts.method}")
+    if facts.has_credentials:
+        return Route("origin", rule, prefix, "credentials")
+    for p in rule.origin_only:
+        if bare == p or bare.startswith(p + "/"):
+            return Route("origin", rule, prefix, "origin_only")
+    return Route("relay", rule, prefix)
+
+
+def map_url(origin: Prefix, upstream: Prefix, path: str) -> str:
+    """The URL on `upstream` that corresponds to `path` under `origin`."""
+    bare, query = split_query(path)
+    rest = origin.remainder(bare)
+    if rest is None:
+        raise ValueError(f"{path!r} is not under {origin.url}")
+    return f"{upstream.origin}{upstream.path}{rest}{query}"
+
+
+Outcome = str | int  # a transport failure kind, or an HTTP status
+
+
+def should_fall_back(rule: Rule, outcome: Outcome) -> bool:
+    """Whether a mirror's outcome sends the request on to the next upstream."""
+    if isinstance(outcome, str):
+        return outcome in rule.fallback_on
+    if outcome < 400:
+        return False
+    return str(outcome) in rule.fallback_on or f"{outcome // 100}xx" in rule.fallback_on
+
+
+def counts_against_mirror(outcome: Outcome) -> bool:
+    """Whether an outcome says the mirror is unhealthy, as opposed to lacking one file.
+
+    A lagging mirror's 404 sends that request elsewhere but must not take the mirror
+    out of service for everything it does have.
+    """
+    if isinstance(outcome, str):
+        return outcome in TRANSPORT_FAILURES
+    return outcome >= 500 or outcome == 429

@@ -1,0 +1,66 @@
+"""What happened to one request: the rule, the upstream that served it and each fallback
+step. Rendered as the `X-Mirrorgate` response header and as the access-log record.
+
+Header grammar (stable; tooling parses it):
+
+    X-Mirrorgate: rule=<name>; upstream=<kind>:<url>[; fallback=<step>, <step>…]
+                  [; skipped=<kind>:<url> circuit-open, …][; route=<note>]
+
+where <kind> is `mirror` or `origin`, and a <step> is `<kind>:<url> <cause>` with
+<cause> a failure kind (`connect_error`, `timeout`, …) or an HTTP status. `upstream=none`
+means no upstream answered and Mirrorgate itself produced the response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+HEADER = "X-Mirrorgate"
+
+
+@dataclass(frozen=True)
+class Hop:
+    kind: str  # "mirror" | "origin"
+    url: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.url}"
+
+
+@dataclass
+class Trace:
+    rule: str
+    upstream: Hop | None = None
+    fallbacks: list[tuple[Hop, str]] = field(default_factory=list)
+    skipped: list[Hop] = field(default_factory=list)
+    route: str = ""
+
+    def header(self) -> str:
+        parts = [f"rule={self.rule}", f"upstream={self.upstream or 'none'}"]
+        if self.fallbacks:
+            parts.append("fallback=" + ", ".join(f"{hop} {cause}" for hop, cause in self.fallbacks))
+        if self.skipped:
+            parts.append("skipped=" + ", ".join(f"{hop} circuit-open" for hop in self.skipped))
+        if self.route:
+            parts.append(f"route={self.route}")
+        return "; ".join(parts)
+
+    def record(self) -> dict:
+        """The access-log fields this trace contributes."""
+        return {
+            "rule": self.rule,
+            "upstream": str(self.upstream) if self.upstream else None,
+            "fallbacks": [{"upstream": str(hop), "cause": cause} for hop, cause in self.fallbacks],
+            "skipped": [str(hop) for hop in self.skipped],
+            "route": self.route or None,
+        }
+
+
+def parse_header(value: str) -> dict[str, str]:
+    """Split an `X-Mirrorgate` header into its fields (values left as text)."""
+    out: dict[str, str] = {}
+    for part in value.split("; "):
+        key, sep, val = part.partition("=")
+        if sep:
+            out[key.strip()] = val.strip()
+    return out

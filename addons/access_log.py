@@ -40,8 +40,9 @@ class AccessLog:
         self._file: TextIO | None = None
 
     def load(self, loader) -> None:
-        loader.add_option("access_log", str, "",
-                          "Append the JSON access log to this file as well as to the event log.")
+        loader.add_option("access_log", str, "-",
+                          "Where the JSON access log goes: '-' for the event log, a path to append "
+                          "to a file instead, or '' for nowhere.")
 
     def configure(self, updated: set[str]) -> None:
         if "access_log" not in updated:
@@ -49,7 +50,7 @@ class AccessLog:
         if self._file:
             self._file.close()
             self._file = None
-        if ctx.options.access_log:
+        if ctx.options.access_log not in ("", "-"):
             try:
                 self._file = Path(ctx.options.access_log).open("a", encoding="utf-8", buffering=1)
             except OSError as e:
@@ -60,9 +61,10 @@ class AccessLog:
         if record is None:
             return
         line = json.dumps(record, separators=(",", ":"))
-        log.info(line)
         if self._file:
             self._file.write(line + "\n")
+        elif ctx.options.access_log == "-":
+            log.info(line)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._emit(flow)

@@ -301,7 +301,12 @@ class _Parser:
             key = f"profiles.{pname}"
             if not _NAME_RE.match(pname):
                 raise self.fail(pnode, key, f"{pname!r} is not a valid profile name")
-            profiles[pname] = self.string(pnode, key) if not _is_null(pnode) else ""
+            if _is_null(pnode):
+                profiles[pname] = ""
+            elif isinstance(pnode, yaml.ScalarNode) and pnode.tag == "tag:yaml.org,2002:str":
+                profiles[pname] = pnode.value
+            else:
+                raise self.fail(pnode, key, f"expected a description string, got {_kind(pnode)}")
         if not profiles:
             raise self.fail(top["profiles"], "profiles", "declare at least one profile")
         default_profile = self.string(top["default_profile"], "default_profile")

@@ -147,3 +147,43 @@ def test_the_origins_own_error_is_passed_through(fake, proxy, client):
 
     assert r.status_code == 404 and r.content == b"no such package"
     assert header(r)["upstream"] == f"origin:{origin.url}"
+
+
+def test_the_connect_timeout_is_real(fake, proxy, client, loops):
+    """A mirror that accepts TCP but never completes TLS is abandoned after `connect`,
+    however long `first_byte` is."""
+    import socket
+    import threading
+
+    origin = fake("origin", "127.0.0.2")
+    origin.serve("/f", b"origin")
+    silent = socket.socket()
+    silent.bind(("127.0.0.3", 0))
+    silent.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def hold() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(silent.accept()[0])  # accept and say nothing
+            except OSError:
+                pass
+
+    t = threading.Thread(target=hold, daemon=True)
+    t.start()
+    try:
+        mirror_url = f"https://127.0.0.3:{silent.getsockname()[1]}/"
+        p = proxy(rules_yaml(origin.url, [mirror_url],
+                             timeouts="    timeouts: {connect: 300ms, first_byte: 60s}\n"))
+        r = client(p).get(origin.url + "f", timeout=20)
+        assert r.content == b"origin"
+        assert header(r)["fallback"] == f"mirror:{mirror_url} timeout"
+        assert accepted, "the proxy never reached the silent mirror"
+    finally:
+        stop.set()
+        t.join(5)
+        for s in accepted:
+            s.close()
+        silent.close()

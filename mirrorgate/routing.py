@@ -66,9 +66,11 @@ def path_problem(path: str) -> str | None:
     bare, _ = split_query(path)
     if _BAD_PERCENT.search(bare):
         return "the path contains a malformed percent-escape"
-    for segment in bare.split("/"):
-        if unquote(segment) in (".", ".."):
-            return "the path contains '.' or '..' segments"
+    # Checked before and after decoding: a mirror that decodes %2F would see
+    # "..%2f" as a segment of its own.
+    dots = (".", "..")
+    if any(unquote(s) in dots for s in bare.split("/")) or any(s in dots for s in unquote(bare).split("/")):
+        return "the path contains '.' or '..' segments"
     return None
 
 

@@ -157,7 +157,7 @@ def parse_rules(text: str, filename: str = "<rules>") -> RuleSet:
         raise RulesError(f"{where}: YAML syntax error: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
         raise RulesError(f"{filename}: YAML error: {e}") from None
-    if not nodes or nodes[0] is None:
+    if not nodes or _is_null(nodes[0]):
         raise RulesError(f"{filename}: the rules file is empty")
     if len(nodes) > 1:
         raise RulesError(f"{filename}:{nodes[1].start_mark.line + 1}: only one YAML document is allowed")
@@ -172,7 +172,7 @@ class _Parser:
     # ---- node helpers ---------------------------------------------------------------
 
     def fail(self, node: yaml.Node, key: str, problem: str) -> RulesError:
-        return RulesError(f"{self.filename}:{node.start_mark.line + 1}: {key}: {problem}")
+        return RulesError(f"{self.filename}:{node.start_mark.line + 1}: {key or 'top level'}: {problem}")
 
     def mapping(self, node: yaml.Node, key: str, allowed: tuple[str, ...] | None) -> dict[str, yaml.Node]:
         if not isinstance(node, yaml.MappingNode):
@@ -211,7 +211,7 @@ class _Parser:
     def integer(self, node: yaml.Node, key: str, minimum: int) -> int:
         if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:int":
             raise self.fail(node, key, f"expected an integer, got {_kind(node)}")
-        value = int(node.value, 0)
+        value = _INT.construct_yaml_int(node)
         if value < minimum:
             raise self.fail(node, key, f"must be at least {minimum}, got {value}")
         return value
@@ -261,14 +261,15 @@ class _Parser:
         for i, item in enumerate(self.sequence(node, key)):
             sub = f"{key}[{i}]"
             if isinstance(item, yaml.ScalarNode) and item.tag == "tag:yaml.org,2002:int":
-                code = int(item.value)
+                code = _INT.construct_yaml_int(item)
                 if not 400 <= code <= 599:
                     raise self.fail(item, sub, f"status {code} is not an error status (400-599)")
                 out.add(str(code))
             elif isinstance(item, yaml.ScalarNode) and item.value in (*TRANSPORT_FAILURES, *STATUS_CLASSES):
                 out.add(item.value)
             else:
-                raise self.fail(item, sub, f"{getattr(item, 'value', _kind(item))!r} is not a failure kind ({allowed})")
+                shown = repr(item.value) if isinstance(item, yaml.ScalarNode) else _kind(item)
+                raise self.fail(item, sub, f"{shown} is not a failure kind ({allowed})")
         return frozenset(out)
 
     def timeouts(self, node: yaml.Node, key: str, base: Timeouts) -> Timeouts:
@@ -395,6 +396,10 @@ class _Parser:
             circuit=self.circuit(f["circuit"], f"{key}.circuit", circuit) if "circuit" in f else circuit,
             where=f"{self.filename}:{node.start_mark.line + 1}",
         )
+
+
+# YAML 1.1 integers come in several spellings (0x1F4, 010, 1_000); let PyYAML read them.
+_INT = yaml.constructor.SafeConstructor()
 
 
 def _is_null(node: yaml.Node) -> bool:

@@ -7,6 +7,6 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/venv.sh
 . "$here/scripts/venv.sh"
-ensure_venv
+ensure_venv "$here/.venv" python3
 # Defaults go first so that the caller's own options win.
 exec "$VENV/bin/python" -m mirrorgate --listen-host 127.0.0.1 --listen-port 8080 "$@"

@@ -122,11 +122,12 @@ def test_shipped_rules_every_cn_mirror_list_is_non_empty(shipped):
 
 
 def test_shipped_rules_defaults(shipped):
-    debian = {r.name: r for r in shipped.rules}["debian"]
-    assert debian.timeouts == Timeouts(connect=3.0, first_byte=15.0, idle=60.0)
-    assert debian.circuit == CircuitPolicy(failures=3, cooldown=30.0)
-    assert debian.fallback_on == frozenset(
-        {"connect_error", "tls_error", "timeout", "protocol_error", "5xx", "429"})
+    ubuntu_ports = {r.name: r for r in shipped.rules}["ubuntu-ports"]
+    assert ubuntu_ports.timeouts == Timeouts(connect=3.0, first_byte=15.0, idle=60.0)
+    assert ubuntu_ports.circuit == CircuitPolicy(failures=3, cooldown=30.0)
+    # YAML anchors share one fallback list between rules.
+    assert ubuntu_ports.fallback_on == frozenset(
+        {"connect_error", "tls_error", "timeout", "protocol_error", "5xx", "429", "403", "404", "410"})
 
 
 def test_shipped_rules_specific_values(shipped):
@@ -143,7 +144,8 @@ def test_shipped_rules_specific_values(shipped):
         Prefix("https", "repo1.maven.org", 443, "/maven2"),
         Prefix("https", "repo.maven.apache.org", 443, "/maven2"),
     )
-    assert by_name["npm"].where == f"{DEFAULT_RULES}:65"
+    npm_line = Path(DEFAULT_RULES).read_text().splitlines().index("  - name: npm") + 1
+    assert by_name["npm"].where == f"{DEFAULT_RULES}:{npm_line}"
 
 
 # --------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
     Rules         loads and validates the rules file; holds the active rules and profile
     Interception  decrypts only the hosts the rules name; tunnels the rest untouched
+    Cache         owns the cache's storage and its options
     Relay         runs the relay: mirror selection, fallback, timeouts, circuits, streaming
     Router        hands routed requests to the relay, or straight to their origin
     AccessLog     one JSON line per routed request
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from addons.access_log import AccessLog
 from addons.banner import Banner
+from addons.cache import Cache
 from addons.interception import Interception
 from addons.relay import Relay
 from addons.router import Router
@@ -20,5 +22,6 @@ from addons.rules import Rules
 
 def default_addons() -> list:
     rules = Rules()
-    relay = Relay(rules)
-    return [rules, Interception(rules), relay, Router(rules, relay.server), AccessLog(), Banner()]
+    cache = Cache()
+    relay = Relay(rules, cache)
+    return [rules, Interception(rules), cache, relay, Router(rules, relay.server), AccessLog(), Banner()]

@@ -7,6 +7,7 @@ import logging
 
 from mitmproxy import ctx, exceptions
 
+from addons.cache import Cache
 from addons.rules import Rules
 from mirrorgate.circuit import CircuitBoard
 from mirrorgate.relay import RelayServer
@@ -16,14 +17,11 @@ log = logging.getLogger("mirrorgate.relay")
 
 
 class Relay:
-    def __init__(self, rules: Rules) -> None:
+    def __init__(self, rules: Rules, cache: Cache) -> None:
         self.circuits = CircuitBoard()
         self.client: UpstreamClient | None = None
         self._retired: list[UpstreamClient] = []
-        self.server = RelayServer(rules.active, self._current_client, self.circuits)
-
-    def load(self, loader) -> None:
-        loader.add_option("cache_dir", str, "", "Directory of the artifact and metadata cache (reserved).")
+        self.server = RelayServer(rules.active, self._current_client, self.circuits, cache.current)
 
     def configure(self, updated: set[str]) -> None:
         if "ssl_insecure" in updated and ctx.options.ssl_insecure:

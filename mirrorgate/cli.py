@@ -25,12 +25,16 @@ class MirrorgateMaster(DumpMaster):
         options.update(flow_detail=0, connection_strategy="lazy")
 
 
+# Options whose addons act on them (load a file, open a directory) only when they are
+# set; they are set once more at start-up, so that their defaults take effect too.
+CONFIGURED_AT_START = ("rules", "profile", "cache_dir", "cache_max_size", "cache_min_free")
+
+
 def _extra(args) -> dict:
-    # Re-apply the rules options inside mitmproxy's option error handling, so that the
-    # default rules file is validated at start-up even when no --set names it.
+    # Inside mitmproxy's option error handling: a bad value stops start-up with one line.
     from mitmproxy import ctx
 
-    out = {"rules": ctx.options.rules, "profile": ctx.options.profile}
+    out = {name: getattr(ctx.options, name) for name in CONFIGURED_AT_START}
     if args.filter_args:
         v = " ".join(args.filter_args)
         out.update(save_stream_filter=v, readfile_filter=v, dumper_filter=v)

@@ -1,6 +1,7 @@
-"""The relay: a loopback HTTP server inside mitmproxy's event loop that fetches a routed
-request from the first healthy mirror, falls back through the others to the origin
-before the client has seen a byte, and streams the winning body back.
+"""The relay: a loopback HTTP server inside mitmproxy's event loop that answers routed
+requests from the cache, or fetches them from the first healthy mirror, falling back
+through the others to the origin before the client has seen a byte, and streams the
+winning body back.
 
 mitmproxy cannot retry a flow, time out an upstream, or stream a body that an addon
 produced (docs/architecture.md), so the Router addon points routed flows at this
@@ -11,19 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from mirrorgate import routing
+from mirrorgate.cache import policy
+from mirrorgate.cache.fill import Answered, Direct, Failed, Fill, FillRequest, Streamed, run_fill
+from mirrorgate.cache.policy import Entry
+from mirrorgate.cache.store import Store
 from mirrorgate.circuit import CircuitBoard
-from mirrorgate.rules import Prefix, RuleSet
-from mirrorgate.trace import HEADER, Hop, Trace
-from mirrorgate.upstream import HOP_BY_HOP, Opened, UpstreamClient, UpstreamFailure
+from mirrorgate.rules import RuleSet
+from mirrorgate.trace import HEADER, Trace
+from mirrorgate.upstream import Opened, UpstreamClient, UpstreamFailure
+from mirrorgate.walk import Walked, response_headers, walk
 
 log = logging.getLogger("mirrorgate.relay")
 
@@ -32,40 +40,43 @@ TARGET_HEADER = "X-Mirrorgate-Target"
 SECRET_HEADER = "X-Mirrorgate-Secret"
 FLOW_HEADER = "X-Mirrorgate-Flow"
 
-# Response headers that speak for the host that sent them; from a mirror they would be
-# taken as the origin's word.
-MIRROR_ONLY_HEADERS = frozenset({"set-cookie", "strict-transport-security", "alt-svc", "public-key-pins"})
+CHUNK = 256 * 1024
+# Bodies up to this size are kept in memory once read (the hot set), within HOT_BYTES.
+HOT_ENTRY_MAX = 256 * 1024
+HOT_BYTES = 64 * 1024 * 1024
+STALE_WARNING = '110 - "Response is Stale"'
+_COUNTERS = {"HIT": "hits", "STALE": "stale", "REVALIDATED": "revalidated"}
 
 
-def forward_headers(headers, to_mirror: bool) -> dict[str, str]:
-    """The client's request headers as an upstream should see them."""
-    listed = {t.strip().lower() for v in headers.getall("Connection", []) for t in v.split(",")}
-    out: dict[str, str] = {}
-    for name, value in headers.items():
-        n = name.lower()
-        if n in HOP_BY_HOP or n in listed or n.startswith("x-mirrorgate-"):
-            continue
-        if to_mirror and n in routing.CREDENTIAL_HEADERS:
-            continue
-        out[name] = value if name not in out else f"{out[name]}, {value}"
-    return out
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    stale: int = 0
+    revalidated: int = 0
+    bytes_from_cache: int = 0
+    bytes_fetched: int = 0
 
-
-def response_headers(opened: Opened, from_mirror: bool) -> list[tuple[str, str]]:
-    listed = {t.strip().lower() for v in opened.headers.getall("Connection", []) for t in v.split(",")}
-    drop = HOP_BY_HOP | listed | (MIRROR_ONLY_HEADERS if from_mirror else frozenset())
-    return [(k, v) for k, v in opened.headers.items() if k.lower() not in drop]
+    def as_dict(self) -> dict:
+        served = self.hits + self.stale + self.revalidated
+        lookups = served + self.misses
+        return {**self.__dict__, "hit_ratio": round(served / lookups, 4) if lookups else None}
 
 
 class RelayServer:
     def __init__(self, rules: Callable[[], tuple[RuleSet, str]], client: Callable[[], UpstreamClient],
-                 circuits: CircuitBoard) -> None:
+                 circuits: CircuitBoard, store: Callable[[], Store | None] = lambda: None) -> None:
         self._rules = rules
         self._client = client
+        self._store = store
         self.circuits = circuits
         self.secret = secrets.token_urlsafe(24)
         # Traces the Router created for flows on their way here; the relay fills them in.
         self.pending: TTLCache[str, Trace] = TTLCache(maxsize=100_000, ttl=300)
+        self.fills: dict[str, Fill] = {}
+        self.stats = CacheStats()
+        self._hot: LRUCache[tuple[str, float], bytes] = LRUCache(maxsize=HOT_BYTES, getsizeof=len)
+        self._tasks: set[asyncio.Task] = set()
         self.port = 0
         self._runner: web.AppRunner | None = None
         self.ready = asyncio.Event()
@@ -82,6 +93,8 @@ class RelayServer:
 
     async def stop(self) -> None:
         self.ready.clear()
+        for task in list(self._tasks):
+            task.cancel()
         if self._runner:
             await self._runner.cleanup()
 
@@ -107,63 +120,82 @@ class RelayServer:
             trace = Trace(found.rule.name)
         return await self._serve(request, found, path, profile, trace)
 
+    # ---- dispatch --------------------------------------------------------------------------
+
     async def _serve(self, request: web.Request, route: routing.Route, path: str, profile: str,
                      trace: Trace) -> web.StreamResponse:
-        rule, origin = route.rule, route.prefix
-        candidates: list[tuple[Hop, Prefix]] = []
-        now = time.monotonic()
-        for mirror in rule.mirrors_for(profile):
-            hop = Hop("mirror", mirror.url)
-            if self.circuits.get(mirror.url, rule.circuit).admit(now):
-                candidates.append((hop, mirror))
-            else:
-                trace.skipped.append(hop)
-        candidates.append((Hop("origin", origin.url), origin))
+        store = self._store()
+        rule = route.rule
+        bare, _ = routing.split_query(path)
+        cls = policy.classify(rule.cache, route.prefix.remainder(bare) or "/") if store else None
+        if cls is None or store is None or rule.cache is None:
+            return await self._pass(request, route, path, profile, trace, None)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        url = f"{route.prefix.origin}{path}"
+        key = policy.cache_key(url, cls, rule.cache, headers)
+        entry = store.lookup(key)
+        if entry is not None:
+            state = policy.freshness(entry, rule.cache, time.time())
+            if state == "fresh":
+                answered = await self._answer(request, store, entry, trace, "HIT")
+                if answered is not None:
+                    return answered
+            elif state == "expired":
+                store.delete(key)
+                entry = None
+        trace.cache = "MISS"
+        if request.method != "GET" or "range" in headers:
+            # HEAD and ranges never start a fill: they would not give the whole body.
+            return await self._pass(request, route, path, profile, trace, entry)
+        fill = self.fills.get(key)
+        if fill is None:
+            fill = self.fills[key] = Fill(key)
+            req = FillRequest(key, url, cls, path, dict(request.headers), entry)
+            self._spawn(fill, run_fill(fill, req, store, self._walker(route, path, profile, "GET")))
+        return await self._from_fill(request, store, fill, route, path, profile, trace)
 
-        client = self._client()
-        failures: list[str] = []
-        for hop, upstream in candidates:
-            is_mirror = hop.kind == "mirror"
-            circuit = self.circuits.get(upstream.url, rule.circuit) if is_mirror else None
-            url = routing.map_url(origin, upstream, path)
-            started = time.monotonic()
-            verdict_given = False
+    def _spawn(self, fill: Fill, work) -> None:
+        async def run() -> None:
             try:
-                try:
-                    opened = await client.open(request.method, url, forward_headers(request.headers, is_mirror),
-                                               rule.timeouts, follow_redirects=is_mirror)
-                    outcome: routing.Outcome = opened.status
-                except UpstreamFailure as f:
-                    opened, outcome = None, f.kind
-                    failures.append(f"{hop} {f.kind} ({f.detail})")
-                if circuit is not None:
-                    if opened is None or routing.counts_against_mirror(outcome):
-                        circuit.failed(time.monotonic())
-                    else:
-                        circuit.succeeded(time.monotonic(), time.monotonic() - started)
-                    verdict_given = True
-                if is_mirror and routing.should_fall_back(rule, outcome):
-                    if opened is not None:
-                        failures.append(f"{hop} {outcome}")
-                        opened.release()
-                    trace.fallbacks.append((hop, str(outcome)))
-                    log.info("%s: %s failed for %s (%s); falling back", rule.name, hop, url, outcome)
-                    continue
-                if opened is None:
-                    break  # the origin failed, or the rule does not fall back on this failure
-                trace.upstream = hop
-                return await self._stream(request, opened, is_mirror, trace)
+                await work
             finally:
-                if circuit is not None and not verdict_given:
-                    circuit.abandoned()
-        return self._all_failed(trace, failures)
+                # In the same step as the fill's end: later requests find the published
+                # entry, never a finished fill.
+                if self.fills.get(fill.key) is fill:
+                    del self.fills[fill.key]
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _walker(self, route: routing.Route, path: str, profile: str, method: str):
+        async def go(headers: Mapping[str, str], extra: Mapping[str, str]) -> Walked:
+            return await walk(self._client(), self.circuits, route.rule, route.prefix, path, profile, method,
+                              headers, extra)
+        return go
+
+    # ---- without the cache ---------------------------------------------------------------
+
+    async def _pass(self, request: web.Request, route: routing.Route, path: str, profile: str,
+                    trace: Trace, stale: Entry | None) -> web.StreamResponse:
+        w = await self._walker(route, path, profile, request.method)(request.headers, {})
+        trace.fallbacks += w.fallbacks
+        trace.skipped += w.skipped
+        store = self._store()
+        if stale is not None and store is not None and (w.opened is None or w.opened.status >= 500):
+            if w.opened is not None:
+                w.opened.release()
+            answered = await self._answer(request, store, stale, trace, "STALE")
+            if answered is not None:
+                return answered
+        if w.opened is None or w.hop is None:
+            return self._all_failed(trace, w.failures)
+        trace.upstream = w.hop
+        return await self._stream(request, w.opened, w.hop.kind == "mirror", trace)
 
     async def _stream(self, request: web.Request, opened: Opened, from_mirror: bool,
                       trace: Trace) -> web.StreamResponse:
-        out = web.StreamResponse(status=opened.status, reason=opened.reason)
-        for k, v in response_headers(opened, from_mirror):
-            out.headers.add(k, v)
-        out.headers[HEADER] = trace.header()
+        out = self._response(opened.status, response_headers(opened, from_mirror), trace, opened.reason)
         try:
             await out.prepare(request)
             if request.method != "HEAD":
@@ -171,18 +203,131 @@ class RelayServer:
                     await out.write(chunk)
             await out.write_eof()
         except UpstreamFailure as f:
-            # Headers are gone; the only honest signal left is a broken connection, so
-            # that the client discards what it got instead of trusting a short body.
-            log.warning("%s: upstream failed mid-body: %s", trace.rule, f)
-            trace.route = f"aborted ({f.kind})"
-            if request.transport is not None:
-                request.transport.abort()
+            self._abort(request, trace, f"aborted ({f.kind})", str(f))
         except (ConnectionResetError, asyncio.CancelledError):
             trace.route = "client went away"
             raise
         finally:
             opened.release()
         return out
+
+    # ---- from the cache ------------------------------------------------------------------
+
+    async def _from_fill(self, request: web.Request, store: Store, fill: Fill, route: routing.Route, path: str,
+                         profile: str, trace: Trace) -> web.StreamResponse:
+        fill.join()
+        try:
+            # Shielded: this client going away must not cancel the fill's outcome for others.
+            start = await asyncio.shield(fill.start)
+            trace.fallbacks += fill.fallbacks
+            trace.skipped += fill.skipped
+            if isinstance(start, Answered):
+                trace.upstream = start.upstream
+                answered = await self._answer(request, store, start.entry, trace, start.state)
+                if answered is not None:
+                    return answered
+                return await self._pass(request, route, path, profile, trace, None)
+            if isinstance(start, Failed):
+                return self._all_failed(trace, start.failures)
+            if isinstance(start, Direct):
+                opened = start.claim()
+                if opened is None:
+                    trace.fallbacks, trace.skipped = [], []
+                    return await self._pass(request, route, path, profile, trace, None)
+                trace.upstream = start.upstream
+                return await self._stream(request, opened, start.upstream.kind == "mirror", trace)
+            assert isinstance(start, Streamed)
+            self.stats.misses += 1
+            trace.upstream = start.upstream
+            out = self._response(start.status, start.headers, trace, start.reason)
+            await out.prepare(request)
+            offset = 0
+            while True:
+                if offset < fill.written:
+                    data = fill.read(offset, CHUNK)
+                    offset += len(data)
+                    await out.write(data)
+                elif fill.done:
+                    break
+                else:
+                    await fill.wait_beyond(offset)
+            self.stats.bytes_fetched += offset
+            if fill.error:
+                self._abort(request, trace, "aborted (fill failed)", fill.error)
+            else:
+                await out.write_eof()
+            return out
+        except (ConnectionResetError, asyncio.CancelledError):
+            trace.route = "client went away"
+            raise
+        finally:
+            fill.leave()
+
+    async def _answer(self, request: web.Request, store: Store, entry: Entry, trace: Trace,
+                      state: str) -> web.StreamResponse | None:
+        """Serve a stored entry, or None if it cannot answer this request."""
+        plan = policy.plan_hit(entry, request.method, {k.lower(): v for k, v in request.headers.items()})
+        if plan is None:
+            return None
+        fd = None
+        if plan.length:
+            try:
+                fd = store.open(entry)
+            except FileNotFoundError:
+                return None
+        trace.cache = state
+        counter = _COUNTERS[state]
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        extra = (("Warning", STALE_WARNING),) if state == "STALE" else ()
+        out = self._response(plan.status, plan.headers + extra, trace)
+        try:
+            await out.prepare(request)
+            if fd is not None:
+                await self._send_body(out, fd, entry, plan.start, plan.length)
+            await out.write_eof()
+        finally:
+            if fd is not None:
+                os.close(fd)
+        store.touch(entry.key)
+        return out
+
+    async def _send_body(self, out: web.StreamResponse, fd: int, entry: Entry, start: int, length: int) -> None:
+        if entry.size <= HOT_ENTRY_MAX:
+            hot_key = (entry.name, entry.stored_at)
+            body = self._hot.get(hot_key)
+            if body is None:
+                body = os.pread(fd, entry.size, 0)
+                self._hot[hot_key] = body
+            await out.write(body[start:start + length])
+        else:
+            offset, end = start, start + length
+            while offset < end:
+                # A cold read of a large body may wait on the disk: keep it off the event loop.
+                data = await asyncio.to_thread(os.pread, fd, min(CHUNK, end - offset), offset)
+                if not data:
+                    raise OSError(f"cached body of {entry.url} is shorter than indexed")
+                offset += len(data)
+                await out.write(data)
+        self.stats.bytes_from_cache += length
+
+    # ---- responses -----------------------------------------------------------------------
+
+    @staticmethod
+    def _response(status: int, headers, trace: Trace, reason: str | None = None) -> web.StreamResponse:
+        out = web.StreamResponse(status=status, reason=reason or None)
+        for k, v in headers:
+            out.headers.add(k, v)
+        out.headers[HEADER] = trace.header()
+        return out
+
+    @staticmethod
+    def _abort(request: web.Request, trace: Trace, note: str, detail: str) -> None:
+        # Headers are gone; the only honest signal left is a broken connection, so that
+        # the client discards what it got instead of trusting a short body.
+        log.warning("%s: body failed mid-way: %s", trace.rule, detail)
+        trace.route = note
+        if request.transport is not None:
+            request.transport.abort()
 
     def _all_failed(self, trace: Trace, failures: list[str]) -> web.Response:
         timed_out = failures and " timeout " in failures[-1]

@@ -33,10 +33,12 @@ STATUS_CLASSES = ("4xx", "5xx")
 BUILTIN_TIMEOUTS = {"connect": 5.0, "first_byte": 15.0, "idle": 60.0}
 BUILTIN_FALLBACK_ON = ("connect_error", "tls_error", "timeout", "protocol_error", "5xx", "429")
 BUILTIN_CIRCUIT = {"failures": 3, "cooldown": 30.0}
+BUILTIN_CACHE_TTL = {"ttl": 300.0, "negative_ttl": 60.0}
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
 class RulesError(ValueError):
@@ -90,6 +92,49 @@ class CircuitPolicy:
 
 
 @dataclass(frozen=True)
+class PathPattern:
+    """A glob over the path below a rule's prefix ('*' within a segment, '**' across
+    segments, '?' one character), or a regular expression written 're:…'. Either must
+    match the whole path."""
+
+    text: str
+    regex: re.Pattern[str]
+
+    def matches(self, path: str) -> bool:
+        return self.regex.fullmatch(path) is not None
+
+
+def glob_regex(glob: str) -> str:
+    out, i = [], 0
+    while i < len(glob):
+        if glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif glob[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif glob[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(glob[i]))
+            i += 1
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """Which responses of a rule are kept. Paths are matched below the rule's prefix;
+    metadata patterns are tried before artifact patterns."""
+
+    artifacts: tuple[PathPattern, ...]
+    metadata: tuple[PathPattern, ...]
+    ttl: float  # metadata is fresh this long, then revalidated
+    negative_ttl: float  # an origin-confirmed 404 is remembered this long
+    vary: tuple[str, ...]  # request headers (lowercase) that select a metadata representation
+
+
+@dataclass(frozen=True)
 class Rule:
     name: str
     match: tuple[Prefix, ...]
@@ -99,6 +144,7 @@ class Rule:
     timeouts: Timeouts
     circuit: CircuitPolicy
     where: str  # "file:line", for messages
+    cache: CachePolicy | None = None
 
     def mirrors_for(self, profile: str) -> tuple[Prefix, ...]:
         return self.mirrors.get(profile, ())
@@ -168,6 +214,7 @@ def parse_rules(text: str, filename: str = "<rules>") -> RuleSet:
 class _Parser:
     filename: str
     _seen_match: dict[tuple[str, str, int, str], tuple[str, str]] = field(default_factory=dict)
+    cache_ttl: dict[str, float] = field(default_factory=lambda: dict(BUILTIN_CACHE_TTL))
 
     # ---- node helpers ---------------------------------------------------------------
 
@@ -319,13 +366,16 @@ class _Parser:
         fallback = frozenset(BUILTIN_FALLBACK_ON)
         circuit = CircuitPolicy(**BUILTIN_CIRCUIT)  # type: ignore[arg-type]
         if "defaults" in top:
-            d = self.mapping(top["defaults"], "defaults", ("timeouts", "fallback_on", "circuit"))
+            d = self.mapping(top["defaults"], "defaults", ("timeouts", "fallback_on", "circuit", "cache"))
             if "timeouts" in d:
                 timeouts = self.timeouts(d["timeouts"], "defaults.timeouts", timeouts)
             if "fallback_on" in d:
                 fallback = self.fallback_on(d["fallback_on"], "defaults.fallback_on")
             if "circuit" in d:
                 circuit = self.circuit(d["circuit"], "defaults.circuit", circuit)
+            if "cache" in d:
+                c = self.mapping(d["cache"], "defaults.cache", ("ttl", "negative_ttl"))
+                self.cache_ttl = {**self.cache_ttl, **{k: self.duration(v, f"defaults.cache.{k}") for k, v in c.items()}}
 
         rules: list[Rule] = []
         names: dict[str, int] = {}
@@ -340,7 +390,8 @@ class _Parser:
 
     def rule(self, node: yaml.Node, key: str, profiles: Mapping[str, str], timeouts: Timeouts,
              fallback: frozenset[str], circuit: CircuitPolicy) -> Rule:
-        f = self.mapping(node, key, ("name", "match", "mirrors", "origin_only", "fallback_on", "timeouts", "circuit"))
+        f = self.mapping(node, key, ("name", "match", "mirrors", "origin_only", "fallback_on", "timeouts", "circuit",
+                                     "cache"))
         for required in ("name", "match"):
             if required not in f:
                 raise self.fail(node, f"{key}.{required}", "missing required key")
@@ -395,7 +446,42 @@ class _Parser:
             timeouts=self.timeouts(f["timeouts"], f"{key}.timeouts", timeouts) if "timeouts" in f else timeouts,
             circuit=self.circuit(f["circuit"], f"{key}.circuit", circuit) if "circuit" in f else circuit,
             where=f"{self.filename}:{node.start_mark.line + 1}",
+            cache=self.cache(f["cache"], f"{key}.cache") if "cache" in f else None,
         )
+
+    def cache(self, node: yaml.Node, key: str) -> CachePolicy:
+        f = self.mapping(node, key, ("artifacts", "metadata", "ttl", "negative_ttl", "vary"))
+        if "artifacts" not in f and "metadata" not in f:
+            raise self.fail(node, key, "name at least one of artifacts or metadata")
+        ttl = {**self.cache_ttl, **{k: self.duration(f[k], f"{key}.{k}") for k in ("ttl", "negative_ttl") if k in f}}
+        vary: list[str] = []
+        for j, n in enumerate(self.sequence(f["vary"], f"{key}.vary") if "vary" in f else []):
+            name = self.string(n, f"{key}.vary[{j}]")
+            if not _HEADER_NAME_RE.match(name):
+                raise self.fail(n, f"{key}.vary[{j}]", f"{name!r} is not a header name")
+            vary.append(name.lower())
+        return CachePolicy(
+            artifacts=self.patterns(f.get("artifacts"), f"{key}.artifacts"),
+            metadata=self.patterns(f.get("metadata"), f"{key}.metadata"),
+            ttl=ttl["ttl"], negative_ttl=ttl["negative_ttl"], vary=tuple(vary))
+
+    def patterns(self, node: yaml.Node | None, key: str) -> tuple[PathPattern, ...]:
+        if node is None:
+            return ()
+        out = []
+        for j, n in enumerate(self.sequence(node, key)):
+            text = self.string(n, f"{key}[{j}]")
+            if text.startswith("re:"):
+                try:
+                    regex = re.compile(text[3:])
+                except re.error as e:
+                    raise self.fail(n, f"{key}[{j}]", f"{text[3:]!r} is not a valid regular expression: {e}") from None
+            elif text.startswith("/"):
+                regex = re.compile(glob_regex(text))
+            else:
+                raise self.fail(n, f"{key}[{j}]", f"{text!r} must be a path glob starting with '/' or 're:<regex>'")
+            out.append(PathPattern(text, regex))
+        return tuple(out)
 
 
 # YAML 1.1 integers come in several spellings (0x1F4, 010, 1_000); let PyYAML read them.

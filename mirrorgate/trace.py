@@ -3,12 +3,14 @@ step. Rendered as the `X-Mirrorgate` response header and as the access-log recor
 
 Header grammar (stable; tooling parses it):
 
-    X-Mirrorgate: rule=<name>; upstream=<kind>:<url>[; fallback=<step>, <step>…]
+    X-Mirrorgate: rule=<name>; upstream=<kind>:<url>[; cache=<state>][; fallback=<step>, <step>…]
                   [; skipped=<kind>:<url> circuit-open, …][; route=<note>]
 
 where <kind> is `mirror` or `origin`, and a <step> is `<kind>:<url> <cause>` with
 <cause> a failure kind (`connect_error`, `timeout`, …) or an HTTP status. `upstream=none`
-means no upstream answered and Mirrorgate itself produced the response.
+means no upstream answered and Mirrorgate itself produced the response; `upstream=cache`
+that the body came from the cache. <state> is HIT, MISS, STALE or REVALIDATED, present
+for requests whose path the rule's cache classifies.
 """
 
 from __future__ import annotations
@@ -34,9 +36,13 @@ class Trace:
     fallbacks: list[tuple[Hop, str]] = field(default_factory=list)
     skipped: list[Hop] = field(default_factory=list)
     route: str = ""
+    cache: str = ""  # HIT | MISS | STALE | REVALIDATED, for cacheable requests
 
     def header(self) -> str:
-        parts = [f"rule={self.rule}", f"upstream={self.upstream or 'none'}"]
+        served_by = self.upstream or ("cache" if self.cache in ("HIT", "STALE") else "none")
+        parts = [f"rule={self.rule}", f"upstream={served_by}"]
+        if self.cache:
+            parts.append(f"cache={self.cache}")
         if self.fallbacks:
             parts.append("fallback=" + ", ".join(f"{hop} {cause}" for hop, cause in self.fallbacks))
         if self.skipped:
@@ -53,6 +59,7 @@ class Trace:
             "fallbacks": [{"upstream": str(hop), "cause": cause} for hop, cause in self.fallbacks],
             "skipped": [str(hop) for hop in self.skipped],
             "route": self.route or None,
+            "cache": self.cache or None,
         }
 
 

@@ -41,13 +41,14 @@ def fake(loops, pki):
 
 @pytest.fixture
 def proxy(tmp_path, pki):
-    """proxy(rules_yaml, *mitmdump_args) -> a running ProxyProcess, stopped after the test."""
+    """proxy(rules_yaml, *mitmdump_args, cache_dir=None) -> a running ProxyProcess, stopped
+    after the test. Each proxy has a cache directory of its own unless one is given."""
     started: list[ProxyProcess] = []
 
-    def make(rules_yaml: str, *args: str) -> ProxyProcess:
+    def make(rules_yaml: str, *args: str, cache_dir: Path | None = None) -> ProxyProcess:
         rules = tmp_path / f"rules-{len(started)}.yaml"
         rules.write_text(rules_yaml)
-        p = start_proxy(rules, tmp_path / "confdir", pki.ca, *args)
+        p = start_proxy(rules, tmp_path / "confdir", pki.ca, *args, cache_dir=cache_dir)
         started.append(p)
         return p
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 
 
 def rules_yaml(origin: str, mirrors: list[str], *, fallback_on: str = "", timeouts: str = "",
-               circuit: str = "", extra_rules: str = "", origin_only: str = "") -> str:
+               circuit: str = "", extra_rules: str = "", origin_only: str = "", cache: str = "") -> str:
     lines = "".join(f"        - {m}\n" for m in mirrors)
     return f"""\
 version: 1
@@ -28,7 +28,7 @@ rules:
     match: {origin}
     mirrors:
       test:
-{lines}{fallback_on}{timeouts}{circuit}{origin_only}{extra_rules}"""
+{lines}{fallback_on}{timeouts}{circuit}{origin_only}{cache}{extra_rules}"""
 
 
 def header(resp) -> dict[str, str]:

@@ -114,6 +114,23 @@ class Fake:
             return web.Response(status=status, body=body, headers={"X-Served-By": self.name, **(headers or {})})
         self.routes[path] = behaviour
 
+    def with_etag(self, path: str, body: bytes, etag: str, headers: dict | None = None) -> None:
+        """Serve `body` with an ETag, and 304 to a request that already has it."""
+        async def behaviour(request: web.Request) -> web.StreamResponse:
+            common = {"ETag": etag, "X-Served-By": self.name, **(headers or {})}
+            if request.headers.get("If-None-Match") == etag:
+                return web.Response(status=304, headers=common)
+            return web.Response(body=body, headers=common)
+        self.routes[path] = behaviour
+
+    def by_accept(self, path: str, bodies: dict[str, bytes]) -> None:
+        """A different representation for each Accept value (npm's full and abbreviated
+        documents, PyPI's HTML and JSON pages)."""
+        async def behaviour(request: web.Request) -> web.StreamResponse:
+            accept = request.headers.get("Accept", "")
+            return web.Response(body=bodies[accept], headers={"Content-Type": accept, "Vary": "Accept"})
+        self.routes[path] = behaviour
+
     def stall(self, path: str, gate: Gate) -> None:
         """Accept the request and send nothing until the gate opens."""
         async def behaviour(request: web.Request) -> web.StreamResponse:

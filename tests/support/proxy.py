@@ -64,8 +64,10 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not drop.match(k)}
 
 
-def start_proxy(rules: Path, confdir: Path, upstream_ca: Path | None, *args: str) -> ProxyProcess:
+def start_proxy(rules: Path, confdir: Path, upstream_ca: Path | None, *args: str,
+                cache_dir: Path | None = None) -> ProxyProcess:
     cmd = mirrorgate_command("--listen-port", "0", "--set", f"confdir={confdir}", "--set", f"rules={rules}",
+                             "--set", f"cache_dir={cache_dir or rules.with_suffix('.cache')}",
                              *(["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"] if upstream_ca else []),
                              *args)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=clean_env(), stdin=subprocess.DEVNULL,
@@ -98,6 +100,7 @@ def start_proxy(rules: Path, confdir: Path, upstream_ca: Path | None, *args: str
 
 def run_to_exit(rules: Path, confdir: Path, *args: str, timeout: float = STARTUP_WAIT) -> subprocess.CompletedProcess:
     """Run the proxy expecting it to refuse to start."""
-    cmd = mirrorgate_command("--listen-port", "0", "--set", f"confdir={confdir}", "--set", f"rules={rules}", *args)
+    cmd = mirrorgate_command("--listen-port", "0", "--set", f"confdir={confdir}", "--set", f"rules={rules}",
+                             "--set", f"cache_dir={rules.with_suffix('.cache')}", *args)
     return subprocess.run(cmd, cwd=ROOT, env=clean_env(), stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=timeout)

@@ -100,13 +100,13 @@ def test_record_full():
             {"upstream": "mirror:https://mirrors.huaweicloud.com/repository/npm/", "cause": "503"},
         ],
         "skipped": ["origin:https://registry.npmjs.org/"],
-        "route": "note",
+        "route": "note", "cache": None,
     }
 
 
 def test_record_empty():
     assert Trace("npm").record() == {
-        "rule": "npm", "upstream": None, "fallbacks": [], "skipped": [], "route": None,
+        "rule": "npm", "upstream": None, "fallbacks": [], "skipped": [], "route": None, "cache": None,
     }
 
 

@@ -1,0 +1,217 @@
+"""The cache, end to end: real proxy, real TLS, fakes that count what reaches them."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from tests.e2e.test_fallback import header, rules_yaml
+
+pytestmark = pytest.mark.e2e
+
+CACHE = """\
+    cache:
+      artifacts: ["/**/-/*.tgz", "/files/**"]
+      metadata: ["/*", "/@*/*"]
+      ttl: {ttl}
+      vary: [Accept]
+"""
+
+
+def cached_rules(origin, mirrors, ttl="5m", **kw) -> str:
+    return rules_yaml(origin.url, [m.url for m in mirrors], cache=CACHE.format(ttl=ttl), **kw)
+
+
+def test_an_artifact_is_fetched_once_and_then_served_from_the_cache(fake, proxy, client):
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    mirror.serve("/left-pad/-/left-pad-1.3.0.tgz", b"tarball bytes",
+                 headers={"ETag": '"t1"', "Content-Type": "application/octet-stream"})
+    c = client(proxy(cached_rules(origin, [mirror])))
+
+    first = c.get(origin.url + "left-pad/-/left-pad-1.3.0.tgz")
+    second = c.get(origin.url + "left-pad/-/left-pad-1.3.0.tgz")
+
+    assert first.content == second.content == b"tarball bytes"
+    assert header(first)["cache"] == "MISS" and header(first)["upstream"] == f"mirror:{mirror.url}"
+    assert header(second) == {"rule": "reg", "upstream": "cache", "cache": "HIT"}
+    assert second.headers["etag"] == '"t1"' and second.headers["content-type"] == "application/octet-stream"
+    assert second.headers["content-length"] == str(len(b"tarball bytes"))
+    assert mirror.count() == 1 and origin.count() == 0
+
+
+def test_a_hit_is_a_hit_whichever_mirror_filled_it(fake, proxy, client):
+    origin, m1, m2 = fake("origin", "127.0.0.2"), fake("m1", "127.0.0.3"), fake("m2", "127.0.0.4")
+    m1.serve("/files/a.whl", b"wheel", status=503)
+    m2.serve("/files/a.whl", b"wheel")
+    c = client(proxy(cached_rules(origin, [m1, m2])))
+
+    assert header(c.get(origin.url + "files/a.whl"))["upstream"] == f"mirror:{m2.url}"
+    m2.serve("/files/a.whl", b"gone", status=503)
+    r = c.get(origin.url + "files/a.whl")
+
+    assert r.content == b"wheel" and header(r)["cache"] == "HIT"
+
+
+def test_unclassified_paths_are_not_cached(fake, proxy, client):
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    mirror.serve("/-/v1/search", b"results")
+    c = client(proxy(cached_rules(origin, [mirror])))
+
+    for _ in range(2):
+        r = c.get(origin.url + "-/v1/search")
+        assert r.content == b"results" and "cache" not in header(r)
+    assert mirror.count() == 2
+
+
+def test_stale_metadata_is_revalidated_and_the_etag_kept(fake, proxy, client):
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    mirror.with_etag("/left-pad", b'{"name":"left-pad"}', '"v1"', headers={"Content-Type": "application/json"})
+    c = client(proxy(cached_rules(origin, [mirror], ttl="1ms")))
+
+    first = c.get(origin.url + "left-pad")
+    second = c.get(origin.url + "left-pad")  # 1 ms later the entry is stale
+
+    assert header(first)["cache"] == "MISS"
+    assert header(second)["cache"] == "REVALIDATED" and header(second)["upstream"] == f"mirror:{mirror.url}"
+    assert second.content == b'{"name":"left-pad"}' and second.headers["etag"] == '"v1"'
+    assert mirror.hits[1].headers["If-None-Match"] == '"v1"'
+    # A client that already holds the ETag gets a 304 from the cache.
+    third = c.get(origin.url + "left-pad", headers={"If-None-Match": '"v1"'})
+    assert third.status_code == 304 and third.content == b""
+
+
+def test_fresh_metadata_is_served_without_asking_upstream(fake, proxy, client):
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    mirror.with_etag("/left-pad", b"packument", '"v1"')
+    c = client(proxy(cached_rules(origin, [mirror], ttl="1h")))
+
+    c.get(origin.url + "left-pad")
+    r = c.get(origin.url + "left-pad")
+
+    assert header(r)["cache"] == "HIT" and mirror.count() == 1
+
+
+def test_representations_selected_by_accept_are_kept_apart(fake, proxy, client):
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    corgi, full = "application/vnd.npm.install-v1+json", "application/json"
+    mirror.by_accept("/left-pad", {corgi: b"abbreviated", full: b"full document"})
+    c = client(proxy(cached_rules(origin, [mirror])))
+
+    for _ in range(2):
+        assert c.get(origin.url + "left-pad", headers={"Accept": corgi}).content == b"abbreviated"
+        assert c.get(origin.url + "left-pad", headers={"Accept": full}).content == b"full document"
+    assert mirror.count() == 2
+
+
+def test_an_origin_confirmed_404_is_remembered_briefly_a_mirrors_is_not(fake, proxy, client):
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    c = client(proxy(cached_rules(origin, [mirror], fallback_on="    fallback_on: [5xx, 404, connect_error]\n")))
+
+    for _ in range(2):
+        assert c.get(origin.url + "files/nope.whl").status_code == 404
+    assert (mirror.count(), origin.count()) == (1, 1)  # the second answer came from the cache
+
+    strict = client(proxy(cached_rules(origin, [mirror], fallback_on="    fallback_on: [5xx, connect_error]\n")))
+    for _ in range(2):
+        assert strict.get(origin.url + "files/lagging.whl").status_code == 404
+    assert mirror.count("/files/lagging.whl") == 2  # a mirror's 404 proves nothing
+
+
+def test_authenticated_requests_are_never_cached(fake, proxy, client):
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    origin.serve("/files/private.whl", b"private")
+    mirror.serve("/files/private.whl", b"public")
+    c = client(proxy(cached_rules(origin, [mirror])))
+
+    for _ in range(2):
+        r = c.get(origin.url + "files/private.whl", headers={"Authorization": "Bearer t"})
+        assert r.content == b"private" and "cache" not in header(r)
+    r = c.get(origin.url + "files/private.whl")
+    assert r.content == b"public" and header(r)["cache"] == "MISS"
+    assert origin.count() == 2
+
+
+def test_range_and_head_are_served_from_the_cached_file(fake, proxy, client):
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    body = bytes(range(256)) * 4
+    mirror.serve("/files/a.bin", body, headers={"ETag": '"e"'})
+    c = client(proxy(cached_rules(origin, [mirror])))
+    c.get(origin.url + "files/a.bin")
+
+    r = c.get(origin.url + "files/a.bin", headers={"Range": "bytes=10-19"})
+    assert r.status_code == 206 and r.content == body[10:20]
+    assert r.headers["content-range"] == f"bytes 10-19/{len(body)}" and header(r)["cache"] == "HIT"
+    r = c.get(origin.url + "files/a.bin", headers={"Range": "bytes=-5"})
+    assert r.status_code == 206 and r.content == body[-5:]
+    r = c.get(origin.url + "files/a.bin", headers={"Range": f"bytes={len(body)}-"})
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(body)}"
+    r = c.head(origin.url + "files/a.bin")
+    assert r.status_code == 200 and r.content == b"" and r.headers["content-length"] == str(len(body))
+    assert header(r)["cache"] == "HIT"
+    assert mirror.count() == 1
+
+
+def test_compressed_entries_reach_only_clients_that_accept_the_coding(fake, proxy, client):
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    doc = b'{"name": "left-pad"}' * 50
+    mirror.serve("/left-pad", gzip.compress(doc, mtime=0), headers={"Content-Encoding": "gzip"})
+    c = client(proxy(cached_rules(origin, [mirror])))
+
+    with c.stream("GET", origin.url + "left-pad", headers={"Accept-Encoding": "gzip"}) as r:
+        assert b"".join(r.iter_raw()) == gzip.compress(doc, mtime=0)
+    with c.stream("GET", origin.url + "left-pad", headers={"Accept-Encoding": "gzip"}) as r:
+        assert header(r)["cache"] == "HIT" and b"".join(r.iter_raw()) == gzip.compress(doc, mtime=0)
+    # A client that cannot decode gzip is never handed the stored gzip bytes.
+    mirror.serve("/left-pad", doc)
+    r = c.get(origin.url + "left-pad", headers={"Accept-Encoding": "identity"})
+    assert r.content == doc and "content-encoding" not in r.headers
+    assert mirror.count() == 2
+
+
+def test_eviction_keeps_the_cache_under_its_bound_least_recently_used_first(fake, proxy, client):
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    for name in "abcd":
+        mirror.serve(f"/files/{name}", name.encode() * 100_000)
+    c = client(proxy(cached_rules(origin, [mirror]), "--set", "cache_max_size=300k"))
+
+    for name in "abc":
+        assert header(c.get(origin.url + f"files/{name}"))["cache"] == "MISS"
+    assert header(c.get(origin.url + "files/a"))["cache"] == "HIT"  # a is now more recent than b and c
+    c.get(origin.url + "files/d")  # 400 kB > 300 kB: evict down to 270 kB
+
+    assert header(c.get(origin.url + "files/a"))["cache"] == "HIT"
+    assert header(c.get(origin.url + "files/d"))["cache"] == "HIT"
+    assert header(c.get(origin.url + "files/b"))["cache"] == "MISS"
+
+
+def test_with_no_room_on_disk_responses_are_proxied_uncached(fake, proxy, client):
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    mirror.serve("/files/a.whl", b"wheel")
+    p = proxy(cached_rules(origin, [mirror]), "--set", "cache_min_free=1000000t")
+    c = client(p)
+
+    for _ in range(2):
+        r = c.get(origin.url + "files/a.whl")
+        assert r.status_code == 200 and r.content == b"wheel"
+    assert mirror.count() == 2
+    assert "proxying without caching until there is room" in p.text()
+
+
+def test_offline_stale_metadata_and_cached_artifacts_are_still_served(fake, proxy, client):
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    mirror.serve("/left-pad", b"packument")
+    mirror.serve("/left-pad/-/left-pad-1.3.0.tgz", b"tarball")
+    c = client(proxy(cached_rules(origin, [mirror], ttl="1ms")))
+    c.get(origin.url + "left-pad")
+    c.get(origin.url + "left-pad/-/left-pad-1.3.0.tgz")
+
+    mirror.stop()
+    origin.stop()  # nothing upstream answers any more
+
+    r = c.get(origin.url + "left-pad")
+    assert r.status_code == 200 and r.content == b"packument"
+    assert header(r)["cache"] == "STALE" and r.headers["warning"] == '110 - "Response is Stale"'
+    assert "fallback" in header(r)
+    r = c.get(origin.url + "left-pad/-/left-pad-1.3.0.tgz")
+    assert r.content == b"tarball" and header(r)["cache"] == "HIT"

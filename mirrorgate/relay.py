@@ -84,7 +84,8 @@ class RelayServer:
     async def start(self) -> None:
         app = web.Application(client_max_size=0)
         app.router.add_route("*", "/{tail:.*}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # At shutdown, in-flight downloads are cut after a moment rather than awaited.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
         await site.start()
@@ -159,10 +160,11 @@ class RelayServer:
             try:
                 await work
             finally:
-                # In the same step as the fill's end: later requests find the published
-                # entry, never a finished fill.
+                # In the same step as publishing: later requests find the published entry;
+                # until now they joined this fill and read its complete file.
                 if self.fills.get(fill.key) is fill:
                     del self.fills[fill.key]
+                fill.retire()
 
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)

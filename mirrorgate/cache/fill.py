@@ -77,10 +77,12 @@ class Fill:
         self.done = False
         self.error: str | None = None
         self.readers = 0
+        self.retired = False
         self._progress = asyncio.Event()
 
     def begin(self, start: Start, fd: int | None = None) -> None:
-        self.fd = fd
+        # A descriptor of the fill's own: the writer syncs and closes its one on its own time.
+        self.fd = os.dup(fd) if fd is not None else None
         if not self.start.done():
             self.start.set_result(start)
 
@@ -89,9 +91,17 @@ class Fill:
         self._wake()
 
     def finish(self, error: str | None = None) -> None:
+        """The body is complete (or never will be): readers may end."""
+        if self.done:
+            return
         self.done = True
         self.error = error
         self._wake()
+
+    def retire(self) -> None:
+        """The fill's task is over and new clients find the published entry instead; the
+        descriptor closes when the last reader leaves."""
+        self.retired = True
         self._maybe_close()
 
     def _wake(self) -> None:
@@ -115,7 +125,7 @@ class Fill:
         self._maybe_close()
 
     def _maybe_close(self) -> None:
-        if self.done and self.readers == 0:
+        if self.retired and self.readers == 0:
             if self.fd is not None:
                 os.close(self.fd)
                 self.fd = None
@@ -145,9 +155,13 @@ class FillRequest:
 async def run_fill(fill: Fill, req: FillRequest, store: Store,
                    walker: Callable[[Mapping[str, str], Mapping[str, str]], Awaitable[Walked]]) -> None:
     """Fetch once, stream into a file every waiting client reads, publish if storable.
-    Never raises: every outcome is handed to the waiting clients."""
+    Never raises but for cancellation: every outcome is handed to the waiting clients."""
     try:
         await _fill(fill, req, store, walker)
+    except asyncio.CancelledError:
+        fill.begin(Failed(["the proxy is shutting down"]))
+        fill.finish("the proxy is shutting down")
+        raise
     except Exception as e:  # a bug must not leave clients waiting forever
         log.exception("cache fill for %s failed", req.url)
         fill.begin(Failed([f"internal error: {e!r}"]))
@@ -189,6 +203,8 @@ async def _fill(fill: Fill, req: FillRequest, store: Store,
         async for chunk in opened.body():
             writer.write(chunk)
             fill.advance(len(chunk))
+        if length is not None and writer.written != length:
+            raise UpstreamFailure("protocol_error", f"sent {writer.written} of {length} bytes")
     except UpstreamFailure as f:
         writer.discard()
         return fill.finish(f"upstream failed mid-body: {f}")
@@ -198,14 +214,16 @@ async def _fill(fill: Fill, req: FillRequest, store: Store,
         return fill.finish(f"cache write failed: {e}")
     finally:
         opened.release()
-    if length is not None and writer.written != length:
-        writer.discard()
-        return fill.finish(f"upstream sent {writer.written} of {length} bytes")
-    if keep:
-        await asyncio.to_thread(writer.sync)
-        now = time.time()
-        store.publish(writer, Entry(req.key, req.url, req.cls, opened.status, tuple(headers), writer.written,
-                                    now, now, str(hop)))
-    else:
-        writer.discard()
+    # Clients end with the publication, so that the next request is a plain hit; the
+    # sync is what keeps a power cut from leaving an indexed but empty body.
+    try:
+        if keep:
+            await asyncio.to_thread(writer.sync)
+            now = time.time()
+            store.publish(writer, Entry(req.key, req.url, req.cls, opened.status, tuple(headers), writer.written,
+                                        now, now, str(hop)))
+        else:
+            writer.discard()
+    finally:
+        writer.close()
     fill.finish()

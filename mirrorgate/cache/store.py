@@ -55,11 +55,14 @@ class Writer:
         os.fsync(self.fd)
 
     def discard(self) -> None:
-        """Drop the file; readers holding the descriptor keep reading until they close it."""
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        """Drop the file; readers holding a descriptor keep reading until they close it."""
+        self.path.unlink(missing_ok=True)
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
 
 
 class Store(Protocol):
@@ -120,16 +123,17 @@ class DiskStore:
         for p in self.tmp.iterdir():
             p.unlink(missing_ok=True)
             removed += 1
-        names = {row[0] for row in self.db.execute("SELECT name FROM entries")}
+        sizes = dict(self.db.execute("SELECT name, size FROM entries"))
         on_disk = set()
         for sub in self.objects.iterdir():
             for p in sub.iterdir() if sub.is_dir() else [sub]:
-                if p.name in names:
+                # A body whose size differs from its row is as untrustworthy as one without.
+                if p.name in sizes and p.stat().st_size == sizes[p.name]:
                     on_disk.add(p.name)
                 else:
                     p.unlink(missing_ok=True)
                     removed += 1
-        missing = names - on_disk
+        missing = set(sizes) - on_disk
         if missing:
             self.db.executemany("DELETE FROM entries WHERE name = ?", [(n,) for n in missing])
         if removed or missing:

@@ -3,7 +3,8 @@
     Rules         loads and validates the rules file; holds the active rules and profile
     Interception  decrypts only the hosts the rules name; tunnels the rest untouched
     Cache         owns the cache's storage and its options
-    Relay         runs the relay: mirror selection, fallback, timeouts, circuits, streaming
+    Relay         runs the relay: cache, mirror selection, fallback, timeouts, circuits, streaming
+    Admin         answers management requests (cache stats, purge) at http://mirrorgate/
     Router        hands routed requests to the relay, or straight to their origin
     AccessLog     one JSON line per routed request
     Banner        prints the address, CA and environment once listening
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 from addons.access_log import AccessLog
+from addons.admin import Admin
 from addons.banner import Banner
 from addons.cache import Cache
 from addons.interception import Interception
@@ -24,4 +26,5 @@ def default_addons() -> list:
     rules = Rules()
     cache = Cache()
     relay = Relay(rules, cache)
-    return [rules, Interception(rules), cache, relay, Router(rules, relay.server), AccessLog(), Banner()]
+    return [rules, Interception(rules), cache, relay, Admin(cache, relay.server), Router(rules, relay.server),
+            AccessLog(), Banner()]

@@ -11,6 +11,8 @@ from typing import TextIO
 
 from mitmproxy import ctx, exceptions, http
 
+from addons.options import add_option
+
 from addons.router import note
 
 log = logging.getLogger("mirrorgate.access")
@@ -40,7 +42,7 @@ class AccessLog:
         self._file: TextIO | None = None
 
     def load(self, loader) -> None:
-        loader.add_option("access_log", str, "-",
+        add_option(loader, "access_log", str, "-",
                           "Where the JSON access log goes: '-' for the event log, a path to append "
                           "to a file instead, or '' for nowhere.")
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions
 
+from addons.options import add_option
+
 from mirrorgate.cache.store import DiskStore
 
 log = logging.getLogger("mirrorgate.cache")
@@ -36,11 +38,11 @@ class Cache:
         self.store: DiskStore | None = None
 
     def load(self, loader) -> None:
-        loader.add_option("cache_dir", str, default_cache_dir(), "Directory of the artifact and metadata cache.")
-        loader.add_option("cache_max_size", str, "20g",
+        add_option(loader, "cache_dir", str, default_cache_dir(), "Directory of the artifact and metadata cache.")
+        add_option(loader, "cache_max_size", str, "20g",
                           "Bound on the cache's size, e.g. 20g or 512m; least recently used entries are "
                           "evicted beyond it. 0 turns the cache off.")
-        loader.add_option("cache_min_free", str, "1g",
+        add_option(loader, "cache_min_free", str, "1g",
                           "Free space to leave on the cache's disk; with less, responses are proxied "
                           "without being cached.")
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions
 
+from addons.options import add_option
+
 from mirrorgate.rules import RuleSet, RulesError, load_rules
 
 log = logging.getLogger("mirrorgate.rules")
@@ -20,8 +22,8 @@ class Rules:
         self.profile = ""
 
     def load(self, loader) -> None:
-        loader.add_option("rules", str, str(DEFAULT_RULES), "Path of the Mirrorgate rules file (YAML).")
-        loader.add_option("profile", str, "",
+        add_option(loader, "rules", str, str(DEFAULT_RULES), "Path of the Mirrorgate rules file (YAML).")
+        add_option(loader, "profile", str, "",
                           "Rules profile that selects the mirror set, e.g. cn or direct. "
                           "Empty: the file's default_profile.")
 

@@ -14,6 +14,7 @@ from mitmproxy.tools.dump import DumpMaster
 from mitmproxy.tools.main import run
 
 from addons import default_addons
+from addons.options import DECLARED
 
 
 class MirrorgateMaster(DumpMaster):
@@ -25,16 +26,12 @@ class MirrorgateMaster(DumpMaster):
         options.update(flow_detail=0, connection_strategy="lazy")
 
 
-# Options whose addons act on them (load a file, open a directory) only when they are
-# set; they are set once more at start-up, so that their defaults take effect too.
-CONFIGURED_AT_START = ("rules", "profile", "cache_dir", "cache_max_size", "cache_min_free")
-
-
 def _extra(args) -> dict:
-    # Inside mitmproxy's option error handling: a bad value stops start-up with one line.
+    # Mirrorgate's options are set once more (addons/options.py), inside mitmproxy's
+    # option error handling: a bad value, default or given, stops start-up with one line.
     from mitmproxy import ctx
 
-    out = {name: getattr(ctx.options, name) for name in CONFIGURED_AT_START}
+    out = {name: getattr(ctx.options, name) for name in DECLARED}
     if args.filter_args:
         v = " ".join(args.filter_args)
         out.update(save_stream_filter=v, readfile_filter=v, dumper_filter=v)

@@ -245,8 +245,11 @@ class RelayServer:
             await out.prepare(request)
             offset = 0
             while True:
-                if offset < fill.written:
-                    data = fill.read(offset, CHUNK)
+                # The last byte waits for the fill to end (publication included), so that
+                # a client never completes before the entry exists.
+                available = fill.written if fill.done else fill.written - 1
+                if offset < available:
+                    data = fill.read(offset, min(CHUNK, available - offset))
                     offset += len(data)
                     await out.write(data)
                 elif fill.done:

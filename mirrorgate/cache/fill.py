@@ -109,7 +109,8 @@ class Fill:
         event.set()
 
     async def wait_beyond(self, offset: int) -> None:
-        while self.written <= offset and not self.done:
+        """Until more than `offset` bytes may be read, or the fill is over."""
+        while self.written - 1 <= offset and not self.done:
             await self._progress.wait()
 
     def read(self, offset: int, limit: int) -> bytes:

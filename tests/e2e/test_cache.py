@@ -215,3 +215,38 @@ def test_offline_stale_metadata_and_cached_artifacts_are_still_served(fake, prox
     assert "fallback" in header(r)
     r = c.get(origin.url + "left-pad/-/left-pad-1.3.0.tgz")
     assert r.content == b"tarball" and header(r)["cache"] == "HIT"
+
+
+def test_stats_and_purge_while_the_proxy_runs(fake, proxy, client):
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    for name in ("a", "b", "c"):
+        mirror.serve(f"/files/{name}.whl", name.encode() * 10)
+    mirror.serve("/left-pad/-/left-pad-1.0.0.tgz", b"tgz")
+    p = proxy(cached_rules(origin, [mirror]))
+    c = client(p)
+    for path in ("files/a.whl", "files/b.whl", "files/c.whl", "left-pad/-/left-pad-1.0.0.tgz", "files/a.whl"):
+        c.get(origin.url + path)
+
+    stats = c.get("http://mirrorgate/cache").json()["cache"]
+    assert (stats["entries"], stats["bytes"]) == (4, 33)
+    assert (stats["hits"], stats["misses"], stats["hit_ratio"]) == (1, 4, 0.2)
+
+    assert c.post("http://mirrorgate/cache/purge", params={"url": origin.url + "files/a.whl"}).json() == {"purged": 1}
+    assert header(c.get(origin.url + "files/a.whl"))["cache"] == "MISS"
+    assert c.post("http://mirrorgate/cache/purge", params={"prefix": origin.url + "files/"}).json() == {"purged": 3}
+    assert header(c.get(origin.url + "left-pad/-/left-pad-1.0.0.tgz"))["cache"] == "HIT"
+    assert c.post("http://mirrorgate/cache/purge", params={"all": "1"}).json() == {"purged": 1}
+    assert c.get("http://mirrorgate/cache").json()["cache"]["entries"] == 0
+
+    bad = c.post("http://mirrorgate/cache/purge")
+    assert bad.status_code == 400 and "?url=URL" in bad.json()["error"]
+    assert c.get("http://mirrorgate/cache/purge").status_code == 405
+
+
+def test_management_is_refused_to_other_clients(fake, proxy, client):
+    origin = fake("origin", "127.0.0.2")
+    p = proxy(cached_rules(origin, []), "--set", "admin_clients=10.9.9.0/24")
+
+    r = client(p).post("http://mirrorgate/cache/purge", params={"all": "1"})
+
+    assert r.status_code == 403 and "admin_clients" in r.json()["error"]

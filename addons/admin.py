@@ -1,0 +1,98 @@
+"""Answers Mirrorgate's own management requests, sent through the proxy to the host
+`mirrorgate`:
+
+    curl -x http://127.0.0.1:8080 http://mirrorgate/cache                      # size, entries, hit ratio
+    curl -x http://127.0.0.1:8080 -X POST 'http://mirrorgate/cache/purge?url=URL'
+    curl -x http://127.0.0.1:8080 -X POST 'http://mirrorgate/cache/purge?prefix=URL-PREFIX'
+    curl -x http://127.0.0.1:8080 -X POST 'http://mirrorgate/cache/purge?all=1'
+
+Only clients in `admin_clients` may use it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Sequence
+from urllib.parse import parse_qs, urlsplit
+
+from mitmproxy import ctx, exceptions, http
+
+from addons.options import add_option
+
+from addons.cache import Cache
+from mirrorgate.relay import RelayServer
+
+ADMIN_HOST = "mirrorgate"
+
+
+def _json(status: int, body: dict) -> http.Response:
+    return http.Response.make(status, json.dumps(body, indent=2) + "\n", {"Content-Type": "application/json"})
+
+
+class Admin:
+    def __init__(self, cache: Cache, relay: RelayServer) -> None:
+        self.cache = cache
+        self.relay = relay
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+
+    def load(self, loader) -> None:
+        add_option(loader, "admin_clients", Sequence[str], ["127.0.0.0/8", "::1/128"],
+                          "Networks (CIDR) whose clients may use the management requests at http://mirrorgate/.")
+
+    def configure(self, updated: set[str]) -> None:
+        if "admin_clients" not in updated:
+            return
+        networks = []
+        for text in ctx.options.admin_clients:
+            try:
+                networks.append(ipaddress.ip_network(text, strict=False))
+            except ValueError as e:
+                raise exceptions.OptionsError(f"admin_clients: {text!r} is not a network: {e}") from None
+        self.networks = networks
+
+    def _allowed(self, flow: http.HTTPFlow) -> bool:
+        try:
+            address = ipaddress.ip_address(flow.client_conn.peername[0])
+        except (TypeError, ValueError, IndexError):
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in n for n in self.networks)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.request.host != ADMIN_HOST:
+            return
+        if not self._allowed(flow):
+            flow.response = _json(403, {"error": "this client may not manage Mirrorgate (see admin_clients)"})
+            return
+        flow.response = self.answer(flow.request.method, flow.request.path)
+
+    def answer(self, method: str, target: str) -> http.Response:
+        parts = urlsplit(target)
+        query = parse_qs(parts.query)
+        if parts.path == "/cache":
+            if method != "GET":
+                return _json(405, {"error": "use GET"})
+            return _json(200, self.stats())
+        if parts.path == "/cache/purge":
+            if method != "POST":
+                return _json(405, {"error": "use POST"})
+            store = self.cache.current()
+            if store is None:
+                return _json(409, {"error": "the cache is off"})
+            if "url" in query:
+                return _json(200, {"purged": store.purge(url=query["url"][0])})
+            if "prefix" in query:
+                return _json(200, {"purged": store.purge(prefix=query["prefix"][0])})
+            if query.get("all") == ["1"]:
+                return _json(200, {"purged": store.purge(everything=True)})
+            return _json(400, {"error": "say what to purge: ?url=URL, ?prefix=URL-PREFIX or ?all=1"})
+        return _json(404, {"error": f"no such management path {parts.path!r}",
+                           "paths": ["GET /cache", "POST /cache/purge?url=|prefix=|all=1"]})
+
+    def stats(self) -> dict:
+        store = self.cache.current()
+        usage = store.usage() if store is not None else {"entries": 0, "bytes": 0, "max_bytes": 0}
+        return {"cache": {"enabled": store is not None, "dir": str(store.root) if store else None,
+                          **usage, **self.relay.stats.as_dict()}}

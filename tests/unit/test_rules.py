@@ -816,3 +816,44 @@ def test_file_not_utf8(tmp_path):
 
 def test_rules_error_is_a_value_error():
     assert issubclass(RulesError, ValueError)
+
+
+# --------------------------------------------------------------------------------------
+# The cache section
+
+
+def test_cache_section_and_defaults():
+    rs = parse(HEAD.replace("rules:\n", "defaults:\n  cache: {ttl: 2m}\nrules:\n") + textwrap.indent(textwrap.dedent("""
+        - name: a
+          match: https://a.example/
+          cache:
+            artifacts: ["/**/-/*.tgz", 're:/x/[0-9]+']
+            metadata: ["/*"]
+            vary: [Accept]
+    """).lstrip("\n"), "  "))
+    c = rs.rules[0].cache
+    assert (c.ttl, c.negative_ttl, c.vary) == (120.0, 60.0, ("accept",))
+    assert [p.text for p in c.artifacts] == ["/**/-/*.tgz", "re:/x/[0-9]+"]
+    assert c.artifacts[0].matches("/a/b/-/b-1.tgz") and not c.artifacts[0].matches("/a/-/x/b.tgz")
+    assert c.artifacts[1].matches("/x/12") and not c.artifacts[1].matches("/x/12/y")
+    assert c.metadata[0].matches("/left-pad") and not c.metadata[0].matches("/a/b")
+    assert parse(MINIMAL).rules[0].cache is None
+
+
+@pytest.mark.parametrize("cache, message", [
+    ("{ttl: 1m}", "rules[0].cache: name at least one of artifacts or metadata"),
+    ("{artifacts: [x.tgz]}", "rules[0].cache.artifacts[0]: 'x.tgz' must be a path glob starting with '/' or 're:<regex>'"),
+    ("{artifacts: ['re:(']}", "rules[0].cache.artifacts[0]: '(' is not a valid regular expression: "
+                              "missing ), unterminated subpattern at position 0"),
+    ("{metadata: ['/*'], vary: ['Accept:']}", "rules[0].cache.vary[0]: 'Accept:' is not a header name"),
+    ("{metadata: ['/*'], ttl: soon}", "rules[0].cache.ttl: 'soon' is not a duration (examples: 500ms, 3s, 2m)"),
+    ("{metadata: ['/*'], keep: true}", "rules[0].cache.keep: unknown key (allowed: artifacts, metadata, ttl, "
+                                       "negative_ttl, vary)"),
+])
+def test_bad_cache_sections(cache, message):
+    text = doc(f"""
+        - name: a
+          match: https://a.example/
+          cache: {cache}
+    """)
+    assert error(text) == f"rules/x.yaml:9: {message}"

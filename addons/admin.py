@@ -94,5 +94,6 @@ class Admin:
     def stats(self) -> dict:
         store = self.cache.current()
         usage = store.usage() if store is not None else {"entries": 0, "bytes": 0, "max_bytes": 0}
-        return {"cache": {"enabled": store is not None, "dir": str(store.root) if store else None,
+        return {"cache": {"enabled": store is not None and store.max_size > 0,
+                          "dir": str(store.root) if store else None,
                           **usage, **self.relay.stats.as_dict()}}

@@ -61,8 +61,8 @@ class Cache:
         if old is not None:
             old.close()
         if max_size == 0:
-            log.info("Cache off (cache_max_size=0)")
-            return
+            # Still a store: bodies that must be checked or rewritten are spooled there.
+            log.info("Cache off (cache_max_size=0): nothing is kept")
         root = Path(os.path.expanduser(ctx.options.cache_dir))
         try:
             self.store = DiskStore(root, max_size, min_free)

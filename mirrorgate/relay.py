@@ -16,20 +16,22 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from cachetools import LRUCache, TTLCache
 
-from mirrorgate import routing
+from mirrorgate import protocols, routing
 from mirrorgate.cache import policy
 from mirrorgate.cache.fill import Answered, Direct, Failed, Fill, FillRequest, Streamed, run_fill
 from mirrorgate.cache.policy import Entry
 from mirrorgate.cache.store import Store
 from mirrorgate.circuit import CircuitBoard
 from mirrorgate.rules import RuleSet
-from mirrorgate.trace import HEADER, Trace
+from mirrorgate.protocols import Protocol, RewriteContext
+from mirrorgate.trace import HEADER, Hop, Trace
 from mirrorgate.upstream import Opened, UpstreamClient, UpstreamFailure
 from mirrorgate.walk import Walked, response_headers, walk
 
@@ -63,6 +65,11 @@ class CacheStats:
         return {**self.__dict__, "hit_ratio": round(served / lookups, 4) if lookups else None}
 
 
+def _rewrite_at(proto: Protocol, path: str, ctx: RewriteContext, page_url: str, content_type: str,
+                body: bytes) -> bytes | None:
+    return proto.rewrite(path, content_type, body, replace(ctx, page_url=page_url))
+
+
 class RelayServer:
     def __init__(self, rules: Callable[[], tuple[RuleSet, str]], client: Callable[[], UpstreamClient],
                  circuits: CircuitBoard, store: Callable[[], Store | None] = lambda: None) -> None:
@@ -75,6 +82,7 @@ class RelayServer:
         self.pending: TTLCache[str, Trace] = TTLCache(maxsize=100_000, ttl=300)
         self.fills: dict[str, Fill] = {}
         self.stats = CacheStats()
+        self.protocols = protocols.registry()
         self._hot: LRUCache[tuple[str, float], bytes] = LRUCache(maxsize=HOT_BYTES, getsizeof=len)
         self._tasks: set[asyncio.Task] = set()
         self.port = 0
@@ -128,14 +136,33 @@ class RelayServer:
         store = self._store()
         rule = route.rule
         bare, _ = routing.split_query(path)
-        cls = policy.classify(rule.cache, route.prefix.remainder(bare) or "/") if store else None
-        if cls is None or store is None or rule.cache is None:
+        remainder = route.prefix.remainder(bare) or "/"
+        url = f"{route.prefix.origin}{path}"
+        proto = self.protocols.get(rule.protocol) if rule.protocol else None
+        if proto is not None and (local := proto.local_answer(remainder)) is not None:
+            trace.route = "answered by Mirrorgate"
+            out = self._response(local.status, local.headers + (("Content-Length", str(len(local.body))),), trace)
+            await out.prepare(request)
+            await out.write(local.body if request.method != "HEAD" else b"")
+            await out.write_eof()
+            return out
+        options = dict(rule.protocol_options)
+        digest = proto.expected_digest(remainder, url, options) if proto else None
+        rewrite = None
+        if proto is not None and proto.wants_rewrite(remainder):
+            ctx = RewriteContext("", route.prefix, options)
+            rewrite = partial(_rewrite_at, proto, remainder, ctx)
+        cls = policy.classify(rule.cache, remainder) if store else None
+        held = digest is not None or rewrite is not None
+        if store is None or (cls is None and not held):
             return await self._pass(request, route, path, profile, trace, None)
         headers = {k.lower(): v for k, v in request.headers.items()}
-        url = f"{route.prefix.origin}{path}"
-        key = policy.cache_key(url, cls, rule.cache, headers)
-        entry = store.lookup(key)
-        if entry is not None:
+        if cls is not None and rule.cache is not None:
+            key = policy.cache_key(url, cls, rule.cache, headers)
+            entry = store.lookup(key)
+        else:
+            key, entry = f"{url}\naccept: {headers.get('accept', '')}", None  # checked, never kept
+        if entry is not None and rule.cache is not None:
             state = policy.freshness(entry, rule.cache, time.time())
             if state == "fresh":
                 answered = await self._answer(request, store, entry, trace, "HIT")
@@ -144,16 +171,22 @@ class RelayServer:
             elif state == "expired":
                 store.delete(key)
                 entry = None
-        trace.cache = "MISS"
+        if cls is not None:
+            trace.cache = "MISS"
         if request.method != "GET" or "range" in headers:
             # HEAD and ranges never start a fill: they would not give the whole body.
             return await self._pass(request, route, path, profile, trace, entry)
         fill = self.fills.get(key)
         if fill is None:
             fill = self.fills[key] = Fill(key)
-            req = FillRequest(key, url, cls, path, dict(request.headers), entry)
-            self._spawn(fill, run_fill(fill, req, store, self._walker(route, path, profile, "GET")))
+            req = FillRequest(key, url, cls, path, dict(request.headers), entry, digest, rewrite)
+            self._spawn(fill, run_fill(fill, req, store, self._walker(route, path, profile, "GET"),
+                                       partial(self._bad_bytes, rule)))
         return await self._from_fill(request, store, fill, route, path, profile, trace)
+
+    def _bad_bytes(self, rule, hop: Hop) -> None:
+        if hop.kind == "mirror":
+            self.circuits.get(hop.url, rule.circuit).failed(time.monotonic())
 
     def _spawn(self, fill: Fill, work) -> None:
         async def run() -> None:
@@ -171,9 +204,10 @@ class RelayServer:
         task.add_done_callback(self._tasks.discard)
 
     def _walker(self, route: routing.Route, path: str, profile: str, method: str):
-        async def go(headers: Mapping[str, str], extra: Mapping[str, str]) -> Walked:
+        async def go(headers: Mapping[str, str], extra: Mapping[str, str],
+                     exclude: frozenset[str] = frozenset()) -> Walked:
             return await walk(self._client(), self.circuits, route.rule, route.prefix, path, profile, method,
-                              headers, extra)
+                              headers, extra, exclude)
         return go
 
     # ---- without the cache ---------------------------------------------------------------
@@ -239,7 +273,14 @@ class RelayServer:
                 trace.upstream = start.upstream
                 return await self._stream(request, opened, start.upstream.kind == "mirror", trace)
             assert isinstance(start, Streamed)
-            self.stats.misses += 1
+            coding = next((v for k, v in start.headers if k.lower() == "content-encoding"), None)
+            if not policy.encoding_acceptable(request.headers.get("Accept-Encoding"), coding):
+                # The fill is in a coding this client cannot read (the key leaves
+                # Accept-Encoding out, so that most clients share one entry).
+                trace.fallbacks, trace.skipped = [], []
+                return await self._pass(request, route, path, profile, trace, None)
+            if trace.cache:
+                self.stats.misses += 1
             trace.upstream = start.upstream
             out = self._response(start.status, start.headers, trace, start.reason)
             await out.prepare(request)
@@ -321,7 +362,8 @@ class RelayServer:
     def _response(status: int, headers, trace: Trace, reason: str | None = None) -> web.StreamResponse:
         out = web.StreamResponse(status=status, reason=reason or None)
         for k, v in headers:
-            out.headers.add(k, v)
+            if not k.lower().startswith("x-mirrorgate-"):  # Mirrorgate's own bookkeeping
+                out.headers.add(k, v)
         out.headers[HEADER] = trace.header()
         return out
 

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from mirrorgate.protocols import KNOWN as KNOWN_PROTOCOLS
+
 SCHEMA_VERSION = 1
 
 # Failure kinds an upstream can show before the client sees a byte. The names are the
@@ -145,6 +147,8 @@ class Rule:
     circuit: CircuitPolicy
     where: str  # "file:line", for messages
     cache: CachePolicy | None = None
+    protocol: str | None = None  # a name in mirrorgate.protocols.KNOWN
+    protocol_options: Mapping[str, str] = field(default_factory=dict)
 
     def mirrors_for(self, profile: str) -> tuple[Prefix, ...]:
         return self.mirrors.get(profile, ())
@@ -391,7 +395,7 @@ class _Parser:
     def rule(self, node: yaml.Node, key: str, profiles: Mapping[str, str], timeouts: Timeouts,
              fallback: frozenset[str], circuit: CircuitPolicy) -> Rule:
         f = self.mapping(node, key, ("name", "match", "mirrors", "origin_only", "fallback_on", "timeouts", "circuit",
-                                     "cache"))
+                                     "cache", "protocol"))
         for required in ("name", "match"):
             if required not in f:
                 raise self.fail(node, f"{key}.{required}", "missing required key")
@@ -447,7 +451,28 @@ class _Parser:
             circuit=self.circuit(f["circuit"], f"{key}.circuit", circuit) if "circuit" in f else circuit,
             where=f"{self.filename}:{node.start_mark.line + 1}",
             cache=self.cache(f["cache"], f"{key}.cache") if "cache" in f else None,
+            **(self.protocol(f["protocol"], f"{key}.protocol") if "protocol" in f else {}),
         )
+
+    def protocol(self, node: yaml.Node, key: str) -> dict:
+        """`protocol: npm`, or `protocol: {name: pypi-simple, files: https://…/packages/}`."""
+        if isinstance(node, yaml.MappingNode):
+            fields = self.mapping(node, key, None)
+            if "name" not in fields:
+                raise self.fail(node, f"{key}.name", "missing required key")
+            name_node = fields.pop("name")
+        else:
+            fields, name_node = {}, node
+        name = self.string(name_node, f"{key}.name" if fields or isinstance(node, yaml.MappingNode) else key)
+        if name not in KNOWN_PROTOCOLS:
+            raise self.fail(name_node, key, f"unknown protocol {name!r} (known: {', '.join(KNOWN_PROTOCOLS)})")
+        options = {}
+        for opt, vnode in fields.items():
+            if opt not in KNOWN_PROTOCOLS[name]:
+                allowed = ", ".join(("name", *KNOWN_PROTOCOLS[name]))
+                raise self.fail(vnode, f"{key}.{opt}", f"unknown key for protocol {name} (allowed: {allowed})")
+            options[opt] = self.prefix(vnode, f"{key}.{opt}").url
+        return {"protocol": name, "protocol_options": MappingProxyType(options)}
 
     def cache(self, node: yaml.Node, key: str) -> CachePolicy:
         f = self.mapping(node, key, ("artifacts", "metadata", "ttl", "negative_ttl", "vary"))

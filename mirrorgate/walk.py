@@ -46,11 +46,15 @@ def forward_headers(headers: Mapping[str, str], to_mirror: bool) -> dict[str, st
 
 async def walk(client: UpstreamClient, circuits: CircuitBoard, rule: Rule, origin: Prefix, path: str,
                profile: str, method: str, headers: Mapping[str, str],
-               extra: Mapping[str, str] | None = None) -> Walked:
+               extra: Mapping[str, str] | None = None, exclude: frozenset[str] = frozenset()) -> Walked:
+    """`exclude`: mirror URLs already found wanting for this request (bad bytes), or
+    "*" for all of them."""
     result = Walked()
     candidates: list[tuple[Hop, Prefix]] = []
     now = time.monotonic()
     for mirror in rule.mirrors_for(profile):
+        if mirror.url in exclude or "*" in exclude:
+            continue
         hop = Hop("mirror", mirror.url)
         if circuits.get(mirror.url, rule.circuit).admit(now):
             candidates.append((hop, mirror))

@@ -8,15 +8,19 @@ others, nor the cache entry it is writing.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from mirrorgate.cache import policy
 from mirrorgate.cache.policy import Class, Entry
-from mirrorgate.cache.store import Store
+from mirrorgate.cache import codings
+from mirrorgate.cache.store import Store, Writer
+from mirrorgate.protocols import Digest, RewriteError
 from mirrorgate.trace import Hop
 from mirrorgate.upstream import Opened, UpstreamFailure
 from mirrorgate.walk import Walked, response_headers
@@ -147,18 +151,36 @@ CLIENT_CONDITIONALS = frozenset({"if-none-match", "if-modified-since", "if-match
 class FillRequest:
     key: str
     url: str  # canonical origin URL
-    cls: Class
+    cls: Class | None  # None: not cached, filled only to be checked or rewritten
     path: str
     headers: dict[str, str]  # the first client's, minus its conditionals
     stale: Entry | None  # the entry being revalidated, if any
+    digest: Digest | None = None  # what the body must hash to
+    rewrite: Callable[[str, str, bytes], bytes | None] | None = None  # (page_url, content_type, body)
 
 
-async def run_fill(fill: Fill, req: FillRequest, store: Store,
-                   walker: Callable[[Mapping[str, str], Mapping[str, str]], Awaitable[Walked]]) -> None:
+Walker = Callable[[Mapping[str, str], Mapping[str, str], frozenset[str]], Awaitable[Walked]]
+
+# In `excluded`: skip every mirror (to the origin, whose bytes need no holding).
+ALL_MIRRORS = "*"
+# A body to rewrite is read whole; larger ones are refused rather than held in memory.
+MAX_REWRITE = 128 * 1024 * 1024
+
+
+class Unusable(Exception):
+    """These bytes must not be served; the cause is recorded as the hop's fallback."""
+
+    def __init__(self, cause: str, detail: str) -> None:
+        super().__init__(detail)
+        self.cause = cause
+
+
+async def run_fill(fill: Fill, req: FillRequest, store: Store, walker: Walker,
+                   bad_bytes: Callable[[Hop], None] = lambda hop: None) -> None:
     """Fetch once, stream into a file every waiting client reads, publish if storable.
     Never raises but for cancellation: every outcome is handed to the waiting clients."""
     try:
-        await _fill(fill, req, store, walker)
+        await _fill(fill, req, store, walker, bad_bytes)
     except asyncio.CancelledError:
         fill.begin(Failed(["the proxy is shutting down"]))
         fill.finish("the proxy is shutting down")
@@ -169,32 +191,82 @@ async def run_fill(fill: Fill, req: FillRequest, store: Store,
         fill.finish(repr(e))
 
 
-async def _fill(fill: Fill, req: FillRequest, store: Store,
-                walker: Callable[[Mapping[str, str], Mapping[str, str]], Awaitable[Walked]]) -> None:
+async def _fill(fill: Fill, req: FillRequest, store: Store, walker: Walker,
+                bad_bytes: Callable[[Hop], None]) -> None:
     extra = policy.revalidation_headers(req.stale) if req.stale else {}
-    w = await walker({k: v for k, v in req.headers.items() if k.lower() not in CLIENT_CONDITIONALS}, extra)
-    fill.fallbacks, fill.skipped = w.fallbacks, w.skipped
-    opened, hop = w.opened, w.hop
-    if req.stale is not None and (opened is None or opened.status >= 500):
-        # Every upstream failed: what we hold is better than an error.
-        if opened is not None:
+    if req.rewrite is not None:
+        extra["Accept-Encoding"] = "gzip"  # a coding the rewrite can undo
+    headers = {k: v for k, v in req.headers.items() if k.lower() not in CLIENT_CONDITIONALS}
+    excluded: set[str] = set()
+    failures: list[str] = []
+    while True:
+        w = await walker(headers, extra, frozenset(excluded))
+        fill.fallbacks += w.fallbacks
+        fill.skipped = w.skipped
+        failures += w.failures
+        opened, hop = w.opened, w.hop
+        if req.stale is not None and (opened is None or opened.status >= 500):
+            # Every upstream failed: what we hold is better than an error.
+            if opened is not None:
+                opened.release()
+            fill.begin(Answered(req.stale, "STALE", None))
+            return fill.finish()
+        if opened is None or hop is None:
+            fill.begin(Failed(failures))
+            return fill.finish()
+        from_mirror = hop.kind == "mirror"
+        out_headers = response_headers(opened, from_mirror)
+        if req.stale is not None and opened.status == 304:
             opened.release()
-        fill.begin(Answered(req.stale, "STALE", None))
-        return fill.finish()
-    if opened is None or hop is None:
-        fill.begin(Failed(w.failures))
-        return fill.finish()
-    from_mirror = hop.kind == "mirror"
-    headers = response_headers(opened, from_mirror)
-    if req.stale is not None and opened.status == 304:
-        opened.release()
-        merged = policy.merge_not_modified(req.stale.headers, headers)
-        fill.begin(Answered(store.revalidated(req.stale, merged, time.time()), "REVALIDATED", hop))
+            merged = policy.merge_not_modified(req.stale.headers, out_headers)
+            fill.begin(Answered(store.revalidated(req.stale, merged, time.time()), "REVALIDATED", hop))
+            return fill.finish()
+        keep = req.cls is not None and policy.storable(opened.status, out_headers, from_origin=not from_mirror)
+        declared = opened.headers.get("Content-Length", "")
+        length = int(declared) if declared.isdigit() else None
+        held = opened.status == 200 and (req.digest is not None or req.rewrite is not None)
+        if not held:
+            return await _stream_through(fill, req, store, opened, hop, out_headers, keep, length)
+        try:
+            writer, out_headers = await _held(req, store, opened, hop, out_headers, length)
+        except Unusable as e:
+            fill.fallbacks.append((hop, e.cause))
+            failures.append(f"{hop} {e.cause} ({e})")
+            log.warning("%s from %s: %s", req.url, hop, e)
+            if e.cause == "integrity":
+                bad_bytes(hop)
+            if not from_mirror:
+                fill.begin(Failed(failures))
+                return fill.finish()
+            excluded.add(hop.url)
+            continue
+        if writer is None:  # no room to hold it: the origin streams straight through
+            if from_mirror:
+                excluded.add(ALL_MIRRORS)
+                continue
+            fill.begin(Direct(opened, hop))
+            return fill.finish()
+        try:
+            if keep:
+                await asyncio.to_thread(writer.sync)
+                now = time.time()
+                store.publish(writer, Entry(req.key, req.url, req.cls, 200, tuple(out_headers),  # type: ignore[arg-type]
+                                            writer.written, now, now, str(hop)))
+            # The whole body is known: clients get its exact length.
+            out_headers = [(k, v) for k, v in out_headers if k.lower() != "content-length"]
+            fill.begin(Streamed(200, opened.reason, out_headers + [("Content-Length", str(writer.written))], hop),
+                       writer.fd)
+            fill.advance(writer.written)
+            if not keep:
+                writer.discard()  # readers keep the fill's own descriptor
+        finally:
+            writer.close()
         return fill.finish()
 
-    keep = policy.storable(opened.status, headers, from_origin=not from_mirror)
-    declared = opened.headers.get("Content-Length", "")
-    length = int(declared) if declared.isdigit() else None
+
+async def _stream_through(fill: Fill, req: FillRequest, store: Store, opened: Opened, hop: Hop,
+                          headers: list[tuple[str, str]], keep: bool, length: int | None) -> None:
+    """Readers follow the body as it arrives."""
     writer = store.begin(length) if keep else store.spool()
     if writer is None:
         fill.begin(Direct(opened, hop))
@@ -221,10 +293,76 @@ async def _fill(fill: Fill, req: FillRequest, store: Store,
         if keep:
             await asyncio.to_thread(writer.sync)
             now = time.time()
-            store.publish(writer, Entry(req.key, req.url, req.cls, opened.status, tuple(headers), writer.written,
-                                        now, now, str(hop)))
+            store.publish(writer, Entry(req.key, req.url, req.cls, opened.status, tuple(headers),  # type: ignore[arg-type]
+                                        writer.written, now, now, str(hop)))
         else:
             writer.discard()
     finally:
         writer.close()
     fill.finish()
+
+
+async def _held(req: FillRequest, store: Store, opened: Opened, hop: Hop, headers: list[tuple[str, str]],
+                length: int | None) -> tuple[Writer | None, list[tuple[str, str]]]:
+    """Download the whole body before any client sees a byte: check its digest, rewrite
+    it. Raises Unusable when these bytes must not be served."""
+    writer = store.begin(length) if req.cls is not None else store.spool()
+    if writer is None:
+        opened.release()
+        return None, headers
+    hasher = req.digest.hasher() if req.digest is not None else None
+    page_url = str(opened.response.url)  # after any redirect: relative links resolve here
+    try:
+        async for chunk in opened.body():
+            writer.write(chunk)
+            if hasher is not None:
+                hasher.update(chunk)
+            if req.rewrite is not None and writer.written > MAX_REWRITE:
+                raise Unusable("rewrite_error", f"body larger than {MAX_REWRITE >> 20} MiB")
+        if length is not None and writer.written != length:
+            raise Unusable("protocol_error", f"sent {writer.written} of {length} bytes")
+        if hasher is not None and req.digest is not None and hasher.digest() != req.digest.value:
+            raise Unusable("integrity", f"body does not match {req.digest}")
+        if req.rewrite is not None:
+            return await _rewritten(req, store, writer, hop, page_url, headers)
+        return writer, headers
+    except UpstreamFailure as f:
+        writer.discard()
+        raise Unusable(f.kind, str(f)) from None
+    except Unusable:
+        writer.discard()
+        raise
+    finally:
+        opened.release()
+
+
+async def _rewritten(req: FillRequest, store: Store, writer: Writer, hop: Hop, page_url: str,
+                     headers: list[tuple[str, str]]) -> tuple[Writer, list[tuple[str, str]]]:
+    assert req.rewrite is not None
+    raw = await asyncio.to_thread(os.pread, writer.fd, writer.written, 0)
+    named = {k.lower(): v for k, v in headers}
+    coding = named.get("content-encoding", "identity").lower()
+    try:
+        body = codings.decode(raw, coding)
+        new = req.rewrite(page_url, named.get("content-type", ""), body)
+    except (RewriteError, ValueError, UnicodeDecodeError, zlib.error) as e:
+        if hop.kind == "origin":
+            return writer, headers  # the origin's own body needs no rewrite to be canonical
+        raise Unusable("rewrite_error", str(e)) from None
+    if new is None and coding == "identity":
+        return writer, headers
+    new = body if new is None else new
+    writer.discard()
+    rewritten = store.begin(len(new)) if req.cls is not None else store.spool()
+    if rewritten is None:
+        raise Unusable("rewrite_error", "no room on disk for the rewritten body")
+    rewritten.write(new)
+    upstream_etag = named.get("etag")
+    drop = {"content-encoding", "content-length", "etag", "content-md5", "digest", "repr-digest"}
+    out = [(k, v) for k, v in headers if k.lower() not in drop]
+    # A new body is a new representation: it gets its own strong validator, and the
+    # upstream's is kept (hidden) for revalidation.
+    out.append(("ETag", f'"mg-{hashlib.sha256(new).hexdigest()[:32]}"'))
+    if upstream_etag:
+        out.append((policy.UPSTREAM_ETAG, upstream_etag))
+    return rewritten, out

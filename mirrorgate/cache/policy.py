@@ -15,6 +15,10 @@ from mirrorgate.rules import CachePolicy
 Class = Literal["artifact", "metadata"]
 Freshness = Literal["fresh", "stale", "expired"]
 
+# Kept with an entry whose body Mirrorgate rewrote (and so gave its own ETag): the
+# upstream's validator, for revalidation. Never sent to a client.
+UPSTREAM_ETAG = "X-Mirrorgate-Upstream-ETag"
+
 # Headers that describe the stored bytes, not the resource; a 304 never replaces them.
 BODY_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding", "content-range"})
 
@@ -93,7 +97,7 @@ def storable(status: int, headers: Iterable[tuple[str, str]], from_origin: bool)
 
 def revalidation_headers(entry: Entry) -> dict[str, str]:
     out = {}
-    if etag := entry.header("etag"):
+    if etag := entry.header(UPSTREAM_ETAG) or entry.header("etag"):
         out["If-None-Match"] = etag
     if modified := entry.header("last-modified"):
         out["If-Modified-Since"] = modified
@@ -101,8 +105,10 @@ def revalidation_headers(entry: Entry) -> dict[str, str]:
 
 
 def merge_not_modified(stored: tuple[tuple[str, str], ...], fresh: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """A 304's headers update the stored ones, except those describing the body."""
-    update = [(k, v) for k, v in fresh if k.lower() not in BODY_HEADERS]
+    """A 304's headers update the stored ones, except those describing the body (and an
+    ETag, when the stored one is Mirrorgate's own for a rewritten body)."""
+    rewritten = any(k.lower() == UPSTREAM_ETAG.lower() for k, _ in stored)
+    update = [(k, v) for k, v in fresh if k.lower() not in BODY_HEADERS and not (rewritten and k.lower() == "etag")]
     names = {k.lower() for k, _ in update}
     return tuple([(k, v) for k, v in stored if k.lower() not in names] + update)
 

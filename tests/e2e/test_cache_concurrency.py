@@ -92,3 +92,25 @@ def test_kill_9_mid_write_leaves_nothing_servable(fake, pki, tmp_path, client):
         assert "Cache recovery: removed 1 orphaned files" in p2.text()
     finally:
         p2.stop()
+
+
+def test_the_index_survives_a_restart(fake, pki, tmp_path, client):
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    mirror.serve("/files/a.whl", b"wheel", headers={"ETag": '"w"'})
+    cache_dir, rules = tmp_path / "cache", tmp_path / "rules.yaml"
+    rules.write_text(cached_rules(origin, [mirror]))
+    p = start_proxy(rules, tmp_path / "conf", pki.ca, cache_dir=cache_dir)
+    try:
+        assert header(client(p).get(origin.url + "files/a.whl"))["cache"] == "MISS"
+    finally:
+        p.stop()
+    mirror.stop()
+    origin.stop()
+
+    p2 = start_proxy(rules, tmp_path / "conf", pki.ca, cache_dir=cache_dir)
+    try:
+        r = client(p2).get(origin.url + "files/a.whl")
+        assert r.content == b"wheel" and r.headers["etag"] == '"w"' and header(r)["cache"] == "HIT"
+        assert "1 entries" in p2.text()
+    finally:
+        p2.stop()

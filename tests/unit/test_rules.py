@@ -362,7 +362,7 @@ def test_unknown_rule_key_with_hint():
     """)
     assert error(text) == (
         "rules/x.yaml:9: rules[0].mirror: unknown key (allowed: name, match, mirrors, origin_only, fallback_on, "
-        "timeouts, circuit, cache); did you mean 'mirrors'?")
+        "timeouts, circuit, cache, protocol); did you mean 'mirrors'?")
 
 
 def test_unknown_rule_key_without_hint():
@@ -375,7 +375,7 @@ def test_unknown_rule_key_without_hint():
     """)
     assert error(text) == (
         "rules/x.yaml:11: rules[1].zzz: unknown key (allowed: name, match, mirrors, origin_only, fallback_on, "
-        "timeouts, circuit, cache)")
+        "timeouts, circuit, cache, protocol)")
 
 
 def test_unknown_key_in_timeouts_and_circuit():

@@ -1,0 +1,78 @@
+"""npm: a mirror's packuments name the mirror's tarball URLs, which npm writes into
+package-lock.json. Every `dist.tarball` is rewritten to the origin's URL for the same
+file, in full and abbreviated documents alike; integrity fields stay byte-identical."""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import unquote, urlsplit
+
+from mirrorgate.protocols import Digest, Protocol, RewriteContext, RewriteError
+
+
+def package_name(path: str) -> str | None:
+    """'left-pad' or '@scope/name' from a packument path ('/left-pad', '/@scope%2fname')."""
+    name = unquote(path.lstrip("/"))
+    parts = name.split("/")
+    if len(parts) == 1 and parts[0] and not parts[0].startswith(("@", "-")):
+        return parts[0]
+    if len(parts) == 2 and parts[0].startswith("@") and parts[1]:
+        return name
+    return None
+
+
+def canonical_tarball(origin_base: str, name: str, tarball_url: str) -> str:
+    filename = urlsplit(tarball_url).path.rsplit("/", 1)[-1]
+    if not filename.endswith(".tgz"):
+        raise RewriteError(f"tarball URL {tarball_url!r} does not end in a .tgz file")
+    return f"{origin_base.rstrip('/')}/{name}/-/{filename}"
+
+
+def sri_digest(integrity: str) -> Digest | None:
+    """The strongest digest in an SRI string ('sha512-…')."""
+    best = None
+    for token in integrity.split():
+        algo, _, b64 = token.partition("-")
+        if algo in ("sha512", "sha384", "sha256", "sha1"):
+            try:
+                d = Digest(algo, base64.b64decode(b64, validate=True))
+            except ValueError:
+                continue
+            if best is None or ["sha1", "sha256", "sha384", "sha512"].index(algo) > \
+                    ["sha1", "sha256", "sha384", "sha512"].index(best.algorithm):
+                best = d
+    return best
+
+
+class Npm(Protocol):
+    name = "npm"
+
+    def __init__(self) -> None:
+        # Canonical tarball URL -> integrity, from every packument the proxy has seen.
+        from cachetools import LRUCache
+        self.integrity: LRUCache[str, str] = LRUCache(maxsize=200_000)
+
+    def wants_rewrite(self, path: str) -> bool:
+        return package_name(path) is not None
+
+    def rewrite(self, path: str, content_type: str, body: bytes, ctx: RewriteContext) -> bytes | None:
+        name = package_name(path)
+        if name is None:
+            return None
+        doc = json.loads(body)
+        if not isinstance(doc, dict) or not isinstance(doc.get("versions"), dict):
+            return None
+        origin_base = ctx.origin.url
+        for version in doc["versions"].values():
+            dist = version.get("dist") if isinstance(version, dict) else None
+            if not isinstance(dist, dict) or "tarball" not in dist:
+                continue
+            dist["tarball"] = canonical_tarball(origin_base, name, dist["tarball"])
+            if isinstance(dist.get("integrity"), str):
+                self.integrity[dist["tarball"]] = dist["integrity"]
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def expected_digest(self, path: str, url: str, options: dict) -> Digest | None:
+        integrity = self.integrity.get(url)
+        return sri_digest(integrity) if integrity else None

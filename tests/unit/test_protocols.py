@@ -1,0 +1,123 @@
+"""Registry protocols, pure: rewriting mirror metadata to origin URLs and the digests
+that mirror bytes must match."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+
+from mirrorgate.protocols import RewriteContext, RewriteError, registry
+from mirrorgate.protocols.npm import canonical_tarball, package_name, sri_digest
+from mirrorgate.protocols.pypi import canonical_file_url
+from mirrorgate.rules import Prefix
+
+P = registry()
+HASH = "ab" + "cd" + "e" * 60
+FILES = "https://files.pythonhosted.org/packages/"
+
+
+def ctx(page_url: str, origin: Prefix, **options) -> RewriteContext:
+    return RewriteContext(page_url, origin, options)
+
+
+PYPI = Prefix("https", "pypi.org", 443, "/simple")
+NPM = Prefix("https", "registry.npmjs.org", 443, "")
+
+
+@pytest.mark.parametrize("link, page", [
+    (f"../../packages/ab/cd/{'e' * 60}/demo-1.0-py3-none-any.whl#sha256=00ff",
+     "https://mirror.example/pypi/web/simple/demo/"),
+    (f"https://mirror.example/pypi/packages/ab/cd/{'e' * 60}/demo-1.0-py3-none-any.whl#sha256=00ff",
+     "https://mirror.example/simple/demo/"),
+    (f"/packages/ab/cd/{'e' * 60}/demo-1.0-py3-none-any.whl#sha256=00ff", "https://m.example/simple/demo/"),
+])
+def test_pypi_file_links_become_origin_urls(link, page):
+    assert canonical_file_url(link, page, FILES) == (
+        f"https://files.pythonhosted.org/packages/ab/cd/{'e' * 60}/demo-1.0-py3-none-any.whl#sha256=00ff")
+
+
+def test_pypi_links_without_the_hash_cannot_be_made_canonical():
+    with pytest.raises(RewriteError, match="does not name a file by its hash"):
+        canonical_file_url("../../packages/demo/1.0/demo-1.0.tar.gz#sha256=00", "https://n.example/simple/demo/", FILES)
+
+
+def test_pypi_html_page_keeps_fragments_and_data_attributes():
+    page = (b'<!DOCTYPE html><html><body>\n'
+            b'<a href="../../packages/ab/cd/' + b"e" * 60 + b'/demo-1.0.tar.gz#sha256=11&amp;x" '
+            b'data-requires-python="&gt;=3.8" data-dist-info-metadata="sha256=22">demo-1.0.tar.gz</a>\n'
+            b'</body></html>')
+    out = P["pypi-simple"].rewrite("/demo/", "text/html", page,
+                                   ctx("https://m.example/pypi/web/simple/demo/", PYPI)).decode()
+    assert (f'<a href="https://files.pythonhosted.org/packages/ab/cd/{"e" * 60}/demo-1.0.tar.gz#sha256=11&amp;x" '
+            'data-requires-python="&gt;=3.8" data-dist-info-metadata="sha256=22">demo-1.0.tar.gz</a>') in out
+
+
+def test_pypi_json_page_and_custom_files_base():
+    doc = {"meta": {"api-version": "1.1"}, "name": "demo",
+           "files": [{"filename": "demo-1.0.tar.gz", "url": f"../../packages/ab/cd/{'e' * 60}/demo-1.0.tar.gz",
+                      "hashes": {"sha256": "11"}, "requires-python": ">=3.8"}]}
+    out = json.loads(P["pypi-simple"].rewrite("/demo/", "application/vnd.pypi.simple.v1+json",
+                                              json.dumps(doc).encode(),
+                                              ctx("https://m.example/simple/demo/", PYPI,
+                                                  files="https://127.0.0.2:9/packages/")))
+    assert out["files"][0] == {**doc["files"][0], "url": f"https://127.0.0.2:9/packages/ab/cd/{'e' * 60}/demo-1.0.tar.gz"}
+    assert out["meta"] == doc["meta"]
+
+
+def test_pypi_index_page_is_left_alone():
+    assert P["pypi-simple"].rewrite("/", "text/html", b"<a href='demo/'>demo</a>", ctx("https://m/simple/", PYPI)) is None
+
+
+def test_pypi_file_digest_is_its_path():
+    d = P["pypi-files"].expected_digest(f"/ab/cd/{'e' * 60}/demo-1.0.tar.gz", "", {})
+    assert d.algorithm == "blake2b-256" and d.value.hex() == HASH
+    assert P["pypi-files"].expected_digest("/demo/1.0/demo-1.0.tar.gz", "", {}) is None
+    h = d.hasher()
+    h.update(b"x")
+    assert h.hexdigest() == hashlib.blake2b(b"x", digest_size=32).hexdigest()
+
+
+@pytest.mark.parametrize("path, name", [
+    ("/left-pad", "left-pad"), ("/@babel/core", "@babel/core"), ("/@babel%2fcore", "@babel/core"),
+    ("/@babel%2Fcore", "@babel/core"), ("/left-pad/1.3.0", None), ("/-/whoami", None), ("/", None),
+])
+def test_npm_package_names(path, name):
+    assert package_name(path) == name
+
+
+def test_npm_packument_tarballs_point_back_at_the_origin():
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(b"tgz").digest()).decode()
+    doc = {"name": "@babel/core", "dist-tags": {"latest": "7.24.0"},
+           "versions": {"7.24.0": {"name": "@babel/core", "version": "7.24.0", "dist": {
+               "tarball": "https://cdn.npmmirror.com/packages/%40babel/core/7.24.0/core-7.24.0.tgz",
+               "integrity": integrity, "shasum": "abc", "signatures": [{"keyid": "k", "sig": "s"}]}}}}
+    npm = P["npm"]
+    out = json.loads(npm.rewrite("/@babel%2fcore", "application/json", json.dumps(doc).encode(),
+                                 ctx("https://registry.npmmirror.com/@babel%2fcore", NPM)))
+    dist = out["versions"]["7.24.0"]["dist"]
+    assert dist["tarball"] == "https://registry.npmjs.org/@babel/core/-/core-7.24.0.tgz"
+    assert {k: v for k, v in dist.items() if k != "tarball"} == \
+        {k: v for k, v in doc["versions"]["7.24.0"]["dist"].items() if k != "tarball"}
+    seen = npm.expected_digest("/@babel/core/-/core-7.24.0.tgz", dist["tarball"], {})
+    assert seen.algorithm == "sha512" and seen.value == hashlib.sha512(b"tgz").digest()
+    assert npm.expected_digest("/x/-/x-1.tgz", "https://registry.npmjs.org/x/-/x-1.tgz", {}) is None
+
+
+def test_npm_rewrite_refuses_odd_tarball_urls():
+    with pytest.raises(RewriteError):
+        canonical_tarball("https://registry.npmjs.org/", "x", "https://m.example/x/download?id=3")
+
+
+def test_sri_picks_the_strongest_digest():
+    s1 = "sha1-" + base64.b64encode(hashlib.sha1(b"a").digest()).decode()
+    s512 = "sha512-" + base64.b64encode(hashlib.sha512(b"a").digest()).decode()
+    assert sri_digest(f"{s1} {s512}").algorithm == "sha512"
+    assert sri_digest("md5-xxx") is None
+
+
+def test_go_sumdb_supported_is_answered_locally():
+    assert P["go-sumdb"].local_answer("/supported").status == 200
+    assert P["go-sumdb"].local_answer("/latest") is None

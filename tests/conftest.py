@@ -29,8 +29,8 @@ def fake(loops, pki):
     made: list[Fake] = []
     tls = server_tls(str(pki.cert), str(pki.key))
 
-    def make(name: str, host: str = "127.0.0.1", secure: bool = True) -> Fake:
-        f = Fake(loops, name, host, tls if secure else None).start()
+    def make(name: str, host: str = "127.0.0.1", secure: bool = True, name_in_url: str | None = None) -> Fake:
+        f = Fake(loops, name, host, tls if secure else None, name_in_url=name_in_url).start()
         made.append(f)
         return f
 

@@ -67,11 +67,12 @@ class Fake:
     hits: list[Hit] = field(default_factory=list)
     routes: dict[str, Behaviour] = field(default_factory=dict)
     gates: list[Gate] = field(default_factory=list)
+    name_in_url: str | None = None  # e.g. "localhost", for clients that will not verify IP addresses
     _runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/"
+        return f"{'https' if self.tls else 'http'}://{self.name_in_url or self.host}:{self.port}/"
 
     def count(self, path: str | None = None) -> int:
         return sum(1 for h in self.hits if path is None or h.path == path)

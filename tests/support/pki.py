@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 LOOPBACKS = [f"127.0.0.{i}" for i in range(1, 10)]
+
+
+def loopback_hostname() -> tuple[str, str] | None:
+    """This machine's own name and address, if it resolves to loopback: the one name,
+    besides 'localhost', that reaches a fake without touching DNS. Go, for one, never
+    sends requests for 'localhost' or loopback addresses through a proxy."""
+    name = socket.gethostname()
+    try:
+        address = socket.gethostbyname(name)
+    except OSError:
+        return None
+    return (name, address) if name != "localhost" and address.startswith("127.") else None
 
 
 @dataclass(frozen=True)
@@ -45,7 +58,8 @@ def make_pki(directory: Path, ca_name: str = "Mirrorgate Test CA") -> Pki:
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    sans = [x509.DNSName("localhost")] + [x509.IPAddress(ipaddress.ip_address(a)) for a in LOOPBACKS]
+    names = ["localhost"] + ([found[0]] if (found := loopback_hostname()) else [])
+    sans = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in LOOPBACKS]
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name("fake registry")).issuer_name(ca_cert.subject)

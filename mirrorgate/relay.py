@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
@@ -24,7 +25,7 @@ from aiohttp import web
 from cachetools import LRUCache, TTLCache
 
 from mirrorgate import protocols, routing
-from mirrorgate.cache import policy
+from mirrorgate.cache import codings, policy
 from mirrorgate.cache.fill import Answered, Direct, Failed, Fill, FillRequest, Streamed, run_fill
 from mirrorgate.cache.policy import Entry
 from mirrorgate.cache.store import Store
@@ -48,6 +49,7 @@ HOT_ENTRY_MAX = 256 * 1024
 HOT_BYTES = 64 * 1024 * 1024
 STALE_WARNING = '110 - "Response is Stale"'
 _COUNTERS = {"HIT": "hits", "STALE": "stale", "REVALIDATED": "revalidated"}
+MAX_CHECK_DOCUMENT = 64 * 1024 * 1024
 
 
 @dataclass
@@ -147,13 +149,15 @@ class RelayServer:
             await out.write_eof()
             return out
         options = dict(rule.protocol_options)
-        digest = proto.expected_digest(remainder, url, options) if proto else None
+        expect = None
+        if proto is not None and proto.checks(remainder):
+            expect = partial(proto.expect, remainder, url, options, partial(self._fetch, rule))
         rewrite = None
         if proto is not None and proto.wants_rewrite(remainder):
             ctx = RewriteContext("", route.prefix, options)
             rewrite = partial(_rewrite_at, proto, remainder, ctx)
         cls = policy.classify(rule.cache, remainder) if store else None
-        held = digest is not None or rewrite is not None
+        held = expect is not None or rewrite is not None
         if store is None or (cls is None and not held):
             return await self._pass(request, route, path, profile, trace, None)
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -179,10 +183,33 @@ class RelayServer:
         fill = self.fills.get(key)
         if fill is None:
             fill = self.fills[key] = Fill(key)
-            req = FillRequest(key, url, cls, path, dict(request.headers), entry, digest, rewrite)
+            req = FillRequest(key, url, cls, path, dict(request.headers), entry, expect, rewrite)
             self._spawn(fill, run_fill(fill, req, store, self._walker(route, path, profile, "GET"),
                                        partial(self._bad_bytes, rule)))
         return await self._from_fill(request, store, fill, route, path, profile, trace)
+
+    async def _fetch(self, rule, url: str, headers: dict) -> bytes | None:
+        """A small document (a packument, a checksum record) straight from a trusted
+        upstream, for a protocol's checks; None if it cannot be had."""
+        try:
+            opened = await self._client().open("GET", url, {"Accept-Encoding": "identity", **headers},
+                                               rule.timeouts, follow_redirects=True)
+        except UpstreamFailure as e:
+            log.info("%s: could not fetch %s for a check: %s", rule.name, url, e)
+            return None
+        try:
+            if opened.status != 200:
+                return None
+            body = bytearray()
+            async for chunk in opened.body():
+                body += chunk
+                if len(body) > MAX_CHECK_DOCUMENT:
+                    return None
+            return codings.decode(bytes(body), opened.headers.get("Content-Encoding", ""))
+        except (UpstreamFailure, ValueError, zlib.error):
+            return None
+        finally:
+            opened.release()
 
     def _bad_bytes(self, rule, hop: Hop) -> None:
         if hop.kind == "mirror":

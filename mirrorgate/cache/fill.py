@@ -20,7 +20,7 @@ from mirrorgate.cache import policy
 from mirrorgate.cache.policy import Class, Entry
 from mirrorgate.cache import codings
 from mirrorgate.cache.store import Store, Writer
-from mirrorgate.protocols import Digest, RewriteError
+from mirrorgate.protocols import Expectation, RewriteError
 from mirrorgate.trace import Hop
 from mirrorgate.upstream import Opened, UpstreamFailure
 from mirrorgate.walk import Walked, response_headers
@@ -155,7 +155,7 @@ class FillRequest:
     path: str
     headers: dict[str, str]  # the first client's, minus its conditionals
     stale: Entry | None  # the entry being revalidated, if any
-    digest: Digest | None = None  # what the body must hash to
+    expect: Callable[[], Awaitable[Expectation | None]] | None = None  # what the body must be, if knowable
     rewrite: Callable[[str, str, bytes], bytes | None] | None = None  # (page_url, content_type, body)
 
 
@@ -197,6 +197,7 @@ async def _fill(fill: Fill, req: FillRequest, store: Store, walker: Walker,
     if req.rewrite is not None:
         extra["Accept-Encoding"] = "gzip"  # a coding the rewrite can undo
     headers = {k: v for k, v in req.headers.items() if k.lower() not in CLIENT_CONDITIONALS}
+    expectation = await req.expect() if req.expect is not None else None
     excluded: set[str] = set()
     failures: list[str] = []
     while True:
@@ -224,11 +225,11 @@ async def _fill(fill: Fill, req: FillRequest, store: Store, walker: Walker,
         keep = req.cls is not None and policy.storable(opened.status, out_headers, from_origin=not from_mirror)
         declared = opened.headers.get("Content-Length", "")
         length = int(declared) if declared.isdigit() else None
-        held = opened.status == 200 and (req.digest is not None or req.rewrite is not None)
+        held = opened.status == 200 and (expectation is not None or req.rewrite is not None)
         if not held:
             return await _stream_through(fill, req, store, opened, hop, out_headers, keep, length)
         try:
-            writer, out_headers = await _held(req, store, opened, hop, out_headers, length)
+            writer, out_headers = await _held(req, store, opened, hop, out_headers, length, expectation)
         except Unusable as e:
             fill.fallbacks.append((hop, e.cause))
             failures.append(f"{hop} {e.cause} ({e})")
@@ -303,26 +304,23 @@ async def _stream_through(fill: Fill, req: FillRequest, store: Store, opened: Op
 
 
 async def _held(req: FillRequest, store: Store, opened: Opened, hop: Hop, headers: list[tuple[str, str]],
-                length: int | None) -> tuple[Writer | None, list[tuple[str, str]]]:
+                length: int | None, expectation: Expectation | None) -> tuple[Writer | None, list[tuple[str, str]]]:
     """Download the whole body before any client sees a byte: check its digest, rewrite
     it. Raises Unusable when these bytes must not be served."""
     writer = store.begin(length) if req.cls is not None else store.spool()
     if writer is None:
         opened.release()
         return None, headers
-    hasher = req.digest.hasher() if req.digest is not None else None
     page_url = str(opened.response.url)  # after any redirect: relative links resolve here
     try:
         async for chunk in opened.body():
             writer.write(chunk)
-            if hasher is not None:
-                hasher.update(chunk)
             if req.rewrite is not None and writer.written > MAX_REWRITE:
                 raise Unusable("rewrite_error", f"body larger than {MAX_REWRITE >> 20} MiB")
         if length is not None and writer.written != length:
             raise Unusable("protocol_error", f"sent {writer.written} of {length} bytes")
-        if hasher is not None and req.digest is not None and hasher.digest() != req.digest.value:
-            raise Unusable("integrity", f"body does not match {req.digest}")
+        if expectation is not None and not await asyncio.to_thread(expectation.verify, writer.fd, writer.written):
+            raise Unusable("integrity", f"body does not match {expectation}")
         if req.rewrite is not None:
             return await _rewritten(req, store, writer, hop, page_url, headers)
         return writer, headers

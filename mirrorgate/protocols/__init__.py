@@ -15,8 +15,10 @@ no protocol.
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol as Interface
 
 if TYPE_CHECKING:
     from mirrorgate.rules import Prefix
@@ -24,7 +26,32 @@ if TYPE_CHECKING:
 # Protocol names a rules file may give, with the options (URL prefixes) each takes. Kept
 # here, free of imports, so that the rules validator can check names without loading
 # the protocols themselves.
-KNOWN: dict[str, tuple[str, ...]] = {"npm": (), "pypi-simple": ("files",), "pypi-files": (), "go-sumdb": ()}
+KNOWN: dict[str, tuple[str, ...]] = {"npm": (), "pypi-simple": ("files",), "pypi-files": (), "go-sumdb": (),
+                                     "go-proxy": ("sumdb",)}
+
+
+# Fetches a small document (a packument, a checksum record) from a trusted upstream:
+# the body of a 200, or None.
+Fetch = Callable[[str, dict], Awaitable[bytes | None]]
+
+CHUNK = 1 << 20
+
+
+class Expectation(Interface):
+    """What a body must be. `verify` reads the complete body from a descriptor; it runs
+    in a thread, off the event loop."""
+
+    def verify(self, fd: int, size: int) -> bool: ...
+
+
+def read_chunks(fd: int, size: int):
+    offset = 0
+    while offset < size:
+        data = os.pread(fd, min(CHUNK, size - offset), offset)
+        if not data:
+            return
+        offset += len(data)
+        yield data
 
 
 @dataclass(frozen=True)
@@ -36,6 +63,12 @@ class Digest:
         if self.algorithm == "blake2b-256":
             return hashlib.blake2b(digest_size=32)
         return hashlib.new(self.algorithm)
+
+    def verify(self, fd: int, size: int) -> bool:
+        h = self.hasher()
+        for chunk in read_chunks(fd, size):
+            h.update(chunk)
+        return h.digest() == self.value
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.value.hex()}"
@@ -72,8 +105,13 @@ class Protocol:
     def wants_rewrite(self, path: str) -> bool:
         return False
 
-    def expected_digest(self, path: str, url: str, options: dict) -> Digest | None:
-        """The digest the body at `url` (canonical) must have, if the protocol knows it."""
+    def checks(self, path: str) -> bool:
+        """Whether bodies at this path are checked (so must be held until they are)."""
+        return False
+
+    async def expect(self, path: str, url: str, options: dict, fetch: Fetch) -> Expectation | None:
+        """What the body at `url` (canonical) must be, if the protocol can know it. May
+        fetch small trusted documents; called only when the body is not in the cache."""
         return None
 
     def local_answer(self, path: str) -> LocalAnswer | None:
@@ -83,5 +121,5 @@ class Protocol:
 def registry() -> dict[str, Protocol]:
     from mirrorgate.protocols import go, npm, pypi
 
-    return {p.name: p for p in (npm.Npm(), pypi.PypiSimple(), pypi.PypiFiles(), go.GoSumdb())}
+    return {p.name: p for p in (npm.Npm(), pypi.PypiSimple(), pypi.PypiFiles(), go.GoSumdb(), go.GoProxy())}
 

@@ -1,10 +1,81 @@
-"""Go: the go command asks `<proxy>/sumdb/<name>/supported` before using the proxy for
-the checksum database; a 404 there sends it straight to sum.golang.org. The proxy
-answers it itself."""
+"""Go.
+
+The go command asks `<proxy>/sumdb/<name>/supported` before using the proxy for the
+checksum database; a 404 there sends it straight to sum.golang.org. The proxy answers it
+itself (protocol `go-sumdb`).
+
+Module zips and go.mod files are checked (protocol `go-proxy`) against the `h1:` hashes
+the checksum database records for them, looked up at the `sumdb` the rule names. The
+go command still verifies the database's signed tree itself; this check keeps a
+mirror's bad bytes from reaching it (and the cache) at all.
+"""
 
 from __future__ import annotations
 
-from mirrorgate.protocols import LocalAnswer, Protocol
+import base64
+import hashlib
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+
+from mirrorgate.protocols import LocalAnswer, Protocol, read_chunks
+
+ARTIFACT = re.compile(r"^/(.+)/@v/([^/]+)\.(zip|mod)$")
+
+
+def unescape(path: str) -> str:
+    """Module paths travel case-encoded: '!a' stands for 'A'."""
+    return re.sub(r"!([a-z])", lambda m: m.group(1).upper(), path)
+
+
+def hash1(files: dict[str, str]) -> str:
+    """golang.org/x/mod/sumdb/dirhash Hash1, from file names to SHA-256 hex digests."""
+    summary = "".join(f"{files[name]}  {name}\n" for name in sorted(files))
+    return "h1:" + base64.b64encode(hashlib.sha256(summary.encode()).digest()).decode()
+
+
+def lookup_hashes(record: str, module: str, version: str) -> dict[str, str]:
+    """{'zip': 'h1:…', 'mod': 'h1:…'} from a sumdb lookup response's record lines."""
+    out = {}
+    for line in record.splitlines():
+        parts = line.split(" ")
+        if len(parts) == 3 and parts[0] == module and parts[2].startswith("h1:"):
+            if parts[1] == version:
+                out["zip"] = parts[2]
+            elif parts[1] == f"{version}/go.mod":
+                out["mod"] = parts[2]
+    return out
+
+
+@dataclass(frozen=True)
+class GoHash:
+    kind: str  # "zip" | "mod"
+    expected: str  # h1:…
+
+    def verify(self, fd: int, size: int) -> bool:
+        if self.kind == "mod":
+            h = hashlib.sha256()
+            for chunk in read_chunks(fd, size):
+                h.update(chunk)
+            return hash1({"go.mod": h.hexdigest()}) == self.expected
+        try:
+            with os.fdopen(os.dup(fd), "rb") as f, zipfile.ZipFile(f) as z:
+                files = {}
+                for info in z.infolist():
+                    if info.is_dir():
+                        continue
+                    h = hashlib.sha256()
+                    with z.open(info) as member:
+                        for chunk in iter(lambda: member.read(1 << 20), b""):
+                            h.update(chunk)
+                    files[info.filename] = h.hexdigest()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return False
+        return hash1(files) == self.expected
+
+    def __str__(self) -> str:
+        return self.expected
 
 
 class GoSumdb(Protocol):
@@ -15,3 +86,23 @@ class GoSumdb(Protocol):
             return LocalAnswer(200, b"", (("Content-Type", "text/plain; charset=utf-8"),
                                           ("Cache-Control", "public, max-age=86400")))
         return None
+
+
+class GoProxy(Protocol):
+    name = "go-proxy"
+    options = ("sumdb",)
+
+    def checks(self, path: str) -> bool:
+        return ARTIFACT.match(path) is not None
+
+    async def expect(self, path: str, url: str, options: dict, fetch) -> GoHash | None:
+        m = ARTIFACT.match(path)
+        sumdb = options.get("sumdb")
+        if not m or not sumdb:
+            return None
+        escaped, version, kind = m.groups()
+        body = await fetch(f"{sumdb.rstrip('/')}/lookup/{escaped}@{version}", {})
+        if body is None:
+            return None  # no record (a new or private module): the go command decides
+        expected = lookup_hashes(body.decode("utf-8", "replace"), unescape(escaped), version).get(kind)
+        return GoHash(kind, expected) if expected else None

@@ -10,6 +10,8 @@ from urllib.parse import unquote, urlsplit
 
 from mirrorgate.protocols import Digest, Protocol, RewriteContext, RewriteError
 
+ABBREVIATED = "application/vnd.npm.install-v1+json"
+
 
 def package_name(path: str) -> str | None:
     """'left-pad' or '@scope/name' from a packument path ('/left-pad', '/@scope%2fname')."""
@@ -63,16 +65,32 @@ class Npm(Protocol):
         doc = json.loads(body)
         if not isinstance(doc, dict) or not isinstance(doc.get("versions"), dict):
             return None
-        origin_base = ctx.origin.url
         for version in doc["versions"].values():
             dist = version.get("dist") if isinstance(version, dict) else None
-            if not isinstance(dist, dict) or "tarball" not in dist:
-                continue
-            dist["tarball"] = canonical_tarball(origin_base, name, dist["tarball"])
-            if isinstance(dist.get("integrity"), str):
-                self.integrity[dist["tarball"]] = dist["integrity"]
+            if isinstance(dist, dict) and "tarball" in dist:
+                dist["tarball"] = canonical_tarball(ctx.origin.url, name, dist["tarball"])
+        self.remember(doc, ctx.origin.url, name)
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
-    def expected_digest(self, path: str, url: str, options: dict) -> Digest | None:
+    def checks(self, path: str) -> bool:
+        return "/-/" in path and path.endswith(".tgz")
+
+    async def expect(self, path: str, url: str, options: dict, fetch) -> Digest | None:
+        """From the packuments the proxy has seen; failing that, from the origin's."""
+        if url not in self.integrity and "/-/" in path:
+            name = path.split("/-/", 1)[0].lstrip("/")
+            base = url[: len(url) - len(path)]
+            body = await fetch(f"{base}/{name.replace('/', '%2f')}", {"Accept": ABBREVIATED})
+            if body is not None:
+                try:
+                    self.remember(json.loads(body), base + "/", name)
+                except (ValueError, AttributeError, RewriteError):
+                    pass
         integrity = self.integrity.get(url)
         return sri_digest(integrity) if integrity else None
+
+    def remember(self, doc: dict, origin_base: str, name: str) -> None:
+        for version in (doc.get("versions") or {}).values():
+            dist = version.get("dist") if isinstance(version, dict) else None
+            if isinstance(dist, dict) and isinstance(dist.get("integrity"), str) and "tarball" in dist:
+                self.integrity[canonical_tarball(origin_base, name, dist["tarball"])] = dist["integrity"]

@@ -59,6 +59,13 @@ class PypiSimple(Protocol):
 class PypiFiles(Protocol):
     name = "pypi-files"
 
-    def expected_digest(self, path: str, url: str, options: dict) -> Digest | None:
-        m = FILE_PATH.match(path)
-        return Digest("blake2b-256", bytes.fromhex("".join(m.groups()))) if m else None
+    def checks(self, path: str) -> bool:
+        return file_digest(path) is not None
+
+    async def expect(self, path: str, url: str, options: dict, fetch) -> Digest | None:
+        return file_digest(path)
+
+
+def file_digest(path: str) -> Digest | None:
+    m = FILE_PATH.match(path)
+    return Digest("blake2b-256", bytes.fromhex("".join(m.groups()))) if m else None

@@ -36,7 +36,10 @@ class GoProxy:
         # a loopback address through a proxy.
         self.origin = fake("proxy.golang.org", HOST[1], name_in_url=HOST[0])
         self.mirror = fake("goproxy.cn", HOST[1], name_in_url=HOST[0])
+        self.sumdb = fake("sum.golang.org", HOST[1], name_in_url=HOST[0])
         for m in MODULES:
+            self.sumdb.serve(f"/lookup/{m.path}@{m.version}",
+                             f"1\n{m.gosum}\ngo.sum database tree\n1\nAAAA\n\n— sum.golang.org AAAA\n".encode())
             for f in (self.origin, self.mirror):
                 f.serve(f"/{m.path}/@v/list", f"{m.version}\n".encode())
                 f.serve(m.url(".info"), m.info, headers={"Content-Type": "application/json"})
@@ -56,6 +59,7 @@ rules:
       test: [{mirror_url or self.mirror.url}sumdb/sum.golang.org/]
   - name: go-proxy
     match: {self.origin.url}
+    protocol: {{name: go-proxy, sumdb: {self.sumdb.url}}}
     mirrors:
       test: [{mirror_url or self.mirror.url}]
     fallback_on: [connect_error, tls_error, timeout, protocol_error, 5xx, 404, 410]
@@ -117,6 +121,21 @@ def test_go_gets_a_module_the_mirror_lags_behind_on(fake, proxy, pki, tmp_path):
 
     assert g.origin.count(lagging.url(".zip")) == 1
     assert g.origin.count(MODULES[0].url(".zip")) == 0
+
+
+def test_go_succeeds_when_the_mirror_serves_a_corrupted_zip(fake, proxy, pki, tmp_path):
+    g = GoProxy(fake)
+    bad = MODULES[2]
+    corrupted = bytearray(bad.zip)
+    corrupted[len(corrupted) // 3] ^= 0xFF  # the same length, one byte off
+    g.mirror.serve(bad.url(".zip"), bytes(corrupted))
+    p = proxy(g.rules())
+
+    go_mod_download(p, pki, tmp_path, g.origin.url)  # the go command checks go.sum itself
+
+    assert g.origin.count(bad.url(".zip")) == 1
+    assert g.origin.count() == 1
+    assert "integrity" in p.text()
 
 
 def test_the_sumdb_supported_probe_is_answered_by_the_proxy(fake, proxy, client):

@@ -3,16 +3,20 @@ that mirror bytes must match."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
+import os
 
 import pytest
 
 from mirrorgate.protocols import RewriteContext, RewriteError, registry
+from mirrorgate.protocols.go import lookup_hashes, unescape
 from mirrorgate.protocols.npm import canonical_tarball, package_name, sri_digest
 from mirrorgate.protocols.pypi import canonical_file_url
 from mirrorgate.rules import Prefix
+from tests.support.gomod import module
 
 P = registry()
 HASH = "ab" + "cd" + "e" * 60
@@ -71,13 +75,29 @@ def test_pypi_index_page_is_left_alone():
     assert P["pypi-simple"].rewrite("/", "text/html", b"<a href='demo/'>demo</a>", ctx("https://m/simple/", PYPI)) is None
 
 
-def test_pypi_file_digest_is_its_path():
-    d = P["pypi-files"].expected_digest(f"/ab/cd/{'e' * 60}/demo-1.0.tar.gz", "", {})
-    assert d.algorithm == "blake2b-256" and d.value.hex() == HASH
-    assert P["pypi-files"].expected_digest("/demo/1.0/demo-1.0.tar.gz", "", {}) is None
-    h = d.hasher()
-    h.update(b"x")
-    assert h.hexdigest() == hashlib.blake2b(b"x", digest_size=32).hexdigest()
+def expect(proto, path, url="", options=None, documents=None):
+    async def fetch(u, headers):
+        fetched.append((u, headers))
+        return (documents or {}).get(u)
+    fetched: list = []
+    return asyncio.run(P[proto].expect(path, url, options or {}, fetch)), fetched
+
+
+def body_fd(tmp_path, data: bytes) -> int:
+    f = tmp_path / "body"
+    f.write_bytes(data)
+    return os.open(f, os.O_RDONLY)
+
+
+def test_pypi_file_digest_is_its_path(tmp_path):
+    data = b"wheel bytes"
+    h = hashlib.blake2b(data, digest_size=32).hexdigest()
+    d, fetched = expect("pypi-files", f"/{h[:2]}/{h[2:4]}/{h[4:]}/demo-1.0.tar.gz")
+    assert d.algorithm == "blake2b-256" and d.value.hex() == h and fetched == []
+    assert expect("pypi-files", "/demo/1.0/demo-1.0.tar.gz")[0] is None
+    assert P["pypi-files"].checks(f"/{h[:2]}/{h[2:4]}/{h[4:]}/x.whl") and not P["pypi-files"].checks("/x.whl")
+    assert d.verify(body_fd(tmp_path, data), len(data))
+    assert not d.verify(body_fd(tmp_path, b"wheel bytez"), len(data))
 
 
 @pytest.mark.parametrize("path, name", [
@@ -101,9 +121,45 @@ def test_npm_packument_tarballs_point_back_at_the_origin():
     assert dist["tarball"] == "https://registry.npmjs.org/@babel/core/-/core-7.24.0.tgz"
     assert {k: v for k, v in dist.items() if k != "tarball"} == \
         {k: v for k, v in doc["versions"]["7.24.0"]["dist"].items() if k != "tarball"}
-    seen = npm.expected_digest("/@babel/core/-/core-7.24.0.tgz", dist["tarball"], {})
-    assert seen.algorithm == "sha512" and seen.value == hashlib.sha512(b"tgz").digest()
-    assert npm.expected_digest("/x/-/x-1.tgz", "https://registry.npmjs.org/x/-/x-1.tgz", {}) is None
+    seen, fetched = expect("npm", "/@babel/core/-/core-7.24.0.tgz", dist["tarball"])
+    assert seen.algorithm == "sha512" and seen.value == hashlib.sha512(b"tgz").digest() and fetched == []
+
+
+def test_npm_integrity_is_fetched_from_the_origin_when_never_seen():
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(b"x1").digest()).decode()
+    corgi = json.dumps({"name": "x", "versions": {"1.0.0": {"dist": {
+        "tarball": "https://registry.npmjs.org/x/-/x-1.0.0.tgz", "integrity": integrity}}}}).encode()
+    url = "https://registry.npmjs.org/x/-/x-1.0.0.tgz"
+    d, fetched = expect("npm", "/x/-/x-1.0.0.tgz", url, documents={"https://registry.npmjs.org/x": corgi})
+    assert d.value == hashlib.sha512(b"x1").digest()
+    assert fetched == [("https://registry.npmjs.org/x", {"Accept": "application/vnd.npm.install-v1+json"})]
+    # Unknown anywhere: no expectation, and the body streams unchecked.
+    assert expect("npm", "/y/-/y-1.0.0.tgz", "https://registry.npmjs.org/y/-/y-1.0.0.tgz")[0] is None
+
+
+def test_go_hashes_match_the_go_commands(tmp_path):
+    m = module("mods.example/alpha", "v1.0.0")
+    lookup = (f"1234\n{m.gosum}\ngo.sum database tree\n5678\nroot=\n\n— sum.golang.org sig\n").encode()
+    docs = {"https://sumdb.example/lookup/mods.example/alpha@v1.0.0": lookup}
+    z, fetched = expect("go-proxy", "/mods.example/alpha/@v/v1.0.0.zip", options={"sumdb": "https://sumdb.example/"},
+                        documents=docs)
+    assert fetched[0][0] == "https://sumdb.example/lookup/mods.example/alpha@v1.0.0"
+    assert z.verify(body_fd(tmp_path, m.zip), len(m.zip))
+    corrupted = bytearray(m.zip)
+    corrupted[40] ^= 0xFF
+    assert not z.verify(body_fd(tmp_path, bytes(corrupted)), len(corrupted))
+    mod, _ = expect("go-proxy", "/mods.example/alpha/@v/v1.0.0.mod", options={"sumdb": "https://sumdb.example/"},
+                    documents=docs)
+    assert mod.verify(body_fd(tmp_path, m.mod), len(m.mod))
+    assert not mod.verify(body_fd(tmp_path, m.mod + b"\n"), len(m.mod) + 1)
+    assert expect("go-proxy", "/mods.example/alpha/@v/list", options={"sumdb": "https://s/"})[0] is None
+    assert expect("go-proxy", "/mods.example/alpha/@v/v1.0.0.zip")[0] is None  # no sumdb named
+
+
+def test_go_module_paths_are_unescaped_for_the_record():
+    assert unescape("github.com/!azure/go-!auto!rest") == "github.com/Azure/go-AutoRest"
+    record = "github.com/Azure/x v1.0.0 h1:AAA=\ngithub.com/Azure/x v1.0.0/go.mod h1:BBB=\n"
+    assert lookup_hashes(record, "github.com/Azure/x", "v1.0.0") == {"zip": "h1:AAA=", "mod": "h1:BBB="}
 
 
 def test_npm_rewrite_refuses_odd_tarball_urls():

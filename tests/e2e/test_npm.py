@@ -138,3 +138,21 @@ def test_npm_finds_a_package_the_mirror_lags_behind_on(fake, proxy, pki, tmp_pat
     assert resolved(lock) == expected(npm)
     assert npm.mirror.count(lagging.packument_path) == 1
     assert npm.origin.count(lagging.packument_path) == 1
+
+
+def test_a_rewritten_packument_has_its_own_length_and_etag(fake, proxy, client):
+    npm = Npm(fake, ["@corp/scoped"])
+    p = proxy(npm.rules())
+    pkg = npm.packages["@corp/scoped"]
+
+    r = client(p).get(npm.origin.url.rstrip("/") + pkg.packument_path,
+                      headers={"Accept": "application/vnd.npm.install-v1+json"})
+
+    doc = r.json()
+    assert doc["versions"]["1.0.0"]["dist"]["tarball"] == f"{npm.origin.url.rstrip('/')}{pkg.tarball_path}"
+    assert doc["versions"]["1.0.0"]["dist"]["integrity"] == pkg.integrity
+    assert int(r.headers["content-length"]) == len(r.content)
+    assert r.headers["etag"].startswith('"mg-')
+    again = client(p).get(npm.origin.url.rstrip("/") + pkg.packument_path,
+                          headers={"Accept": "application/vnd.npm.install-v1+json", "If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304

@@ -157,3 +157,33 @@ def test_pep691_json_pages_are_rewritten_too(fake, proxy, client):
     assert doc["files"][0]["hashes"] == {"sha256": DEMO.sha256}
     assert r.headers["etag"].startswith('"mg-') and int(r.headers["content-length"]) == len(r.content)
     assert header(r)["upstream"] == f"mirror:{pypi.mirror.url}pypi/web/simple/"
+
+
+def uv_lock(p, pki, tmp_path, index_url: str) -> str:
+    """The real uv, with no configuration of its own; returns uv.lock."""
+    from uv import find_uv_bin
+
+    project = tmp_path / "app"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "app"\nversion = "0.1.0"\nrequires-python = ">=3.11"\ndependencies = ["demo-pkg==1.0"]\n')
+    bundle = tmp_path / "cas.pem"
+    bundle.write_text(p.ca.read_text() + pki.ca.read_text())
+    env = {**clean_env(), "HOME": str(tmp_path), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": str(tmp_path / "uv-cache"),
+           "UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never",
+           "HTTPS_PROXY": p.url, "SSL_CERT_FILE": str(bundle)}
+    out = subprocess.run([find_uv_bin(), "lock", "--default-index", index_url], cwd=project, capture_output=True, text=True, env=env,
+                         timeout=WAIT * 4)
+    assert out.returncode == 0, out.stdout + out.stderr + "\n--- proxy ---\n" + p.text()[-3000:]
+    return (project / "uv.lock").read_text()
+
+
+def test_uv_lock_records_origin_urls(fake, proxy, pki, tmp_path):
+    pypi = PyPI(fake)
+    p = proxy(pypi.rules())
+
+    lock = uv_lock(p, pki, tmp_path, pypi.index.url + "simple/")
+
+    assert f'url = "{pypi.files.url}packages/{DEMO.hash_path}"' in lock
+    assert pypi.mirror.url not in lock and "127.0.0.3" not in lock
+    assert pypi.mirror.count("/pypi/web/simple/demo-pkg/") == 1 and pypi.index.count() == 0

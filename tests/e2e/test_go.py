@@ -123,7 +123,7 @@ def test_go_gets_a_module_the_mirror_lags_behind_on(fake, proxy, pki, tmp_path):
     assert g.origin.count(MODULES[0].url(".zip")) == 0
 
 
-def test_go_succeeds_when_the_mirror_serves_a_corrupted_zip(fake, proxy, pki, tmp_path):
+def test_go_succeeds_when_the_mirror_serves_a_corrupted_zip(fake, proxy, pki, tmp_path, client):
     g = GoProxy(fake)
     bad = MODULES[2]
     corrupted = bytearray(bad.zip)
@@ -136,6 +136,8 @@ def test_go_succeeds_when_the_mirror_serves_a_corrupted_zip(fake, proxy, pki, tm
     assert g.origin.count(bad.url(".zip")) == 1
     assert g.origin.count() == 1
     assert "integrity" in p.text()
+    r = client(p).get(g.origin.url.rstrip("/") + bad.url(".zip"))  # the cache kept the good zip
+    assert r.content == bad.zip and header(r)["cache"] == "HIT"
 
 
 def test_the_sumdb_supported_probe_is_answered_by_the_proxy(fake, proxy, client):

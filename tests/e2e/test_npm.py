@@ -103,7 +103,7 @@ def test_npm_installs_from_the_mirror_with_a_canonical_lockfile(fake, proxy, pki
     assert npm.origin.count() == 0
 
 
-def test_npm_succeeds_when_the_mirror_serves_corrupted_tarballs(fake, proxy, pki, tmp_path):
+def test_npm_succeeds_when_the_mirror_serves_corrupted_tarballs(fake, proxy, pki, tmp_path, client):
     npm = Npm(fake)
     bad: Package = npm.packages["@corp/scoped"]
     npm.cdn.serve(f"/packages{bad.tarball_path}", bytes(b ^ 0x5A for b in bad.tarball))  # same length
@@ -115,6 +115,9 @@ def test_npm_succeeds_when_the_mirror_serves_corrupted_tarballs(fake, proxy, pki
     assert npm.origin.count(bad.tarball_path) == 1  # the good bytes came from the origin
     assert npm.origin.count() == 1
     assert "integrity" in p.text()
+    # The cache holds the origin's bytes; the mirror's were never kept.
+    r = client(p).get(npm.origin.url.rstrip("/") + bad.tarball_path)
+    assert r.content == bad.tarball and "cache=HIT" in r.headers["x-mirrorgate"]
 
 
 def test_npm_succeeds_with_the_mirror_down(fake, proxy, pki, tmp_path):

@@ -26,7 +26,7 @@ from cachetools import LRUCache, TTLCache
 
 from mirrorgate import protocols, routing
 from mirrorgate.cache import codings, policy
-from mirrorgate.cache.fill import Answered, Direct, Failed, Fill, FillRequest, Streamed, run_fill
+from mirrorgate.cache.fill import ALL_MIRRORS, Answered, Direct, Failed, Fill, FillRequest, Streamed, run_fill
 from mirrorgate.cache.policy import Entry
 from mirrorgate.cache.store import Store
 from mirrorgate.circuit import CircuitBoard
@@ -178,8 +178,10 @@ class RelayServer:
         if cls is not None:
             trace.cache = "MISS"
         if request.method != "GET" or "range" in headers:
-            # HEAD and ranges never start a fill: they would not give the whole body.
-            return await self._pass(request, route, path, profile, trace, entry)
+            # HEAD and ranges never start a fill: they would not give the whole body. A
+            # range of a body that must be checked cannot be checked: only the origin's.
+            return await self._pass(request, route, path, profile, trace, entry,
+                                    trusted_only=expect is not None and request.method == "GET")
         fill = self.fills.get(key)
         if fill is None:
             fill = self.fills[key] = Fill(key)
@@ -240,8 +242,9 @@ class RelayServer:
     # ---- without the cache ---------------------------------------------------------------
 
     async def _pass(self, request: web.Request, route: routing.Route, path: str, profile: str,
-                    trace: Trace, stale: Entry | None) -> web.StreamResponse:
-        w = await self._walker(route, path, profile, request.method)(request.headers, {})
+                    trace: Trace, stale: Entry | None, trusted_only: bool = False) -> web.StreamResponse:
+        exclude = frozenset({ALL_MIRRORS}) if trusted_only else frozenset()
+        w = await self._walker(route, path, profile, request.method)(request.headers, {}, exclude)
         trace.fallbacks += w.fallbacks
         trace.skipped += w.skipped
         store = self._store()

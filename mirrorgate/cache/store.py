@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from mirrorgate.cache.policy import Class, Entry
+from mirrorgate.cache.policy import Entry
 
 log = logging.getLogger("mirrorgate.cache")
 

@@ -10,7 +10,7 @@ from mirrorgate.cache.policy import (
     revalidation_headers, storable,
 )
 from mirrorgate.routing import split_query
-from mirrorgate.rules import CachePolicy, load_rules, parse_rules
+from mirrorgate.rules import load_rules, parse_rules
 from tests.support.proxy import ROOT
 
 SHIPPED = load_rules(ROOT / "rules" / "default.yaml")

@@ -233,10 +233,18 @@ class RelayServer:
         task.add_done_callback(self._tasks.discard)
 
     def _walker(self, route: routing.Route, path: str, profile: str, method: str):
+        mirror_path = None
+        proto = self.protocols.get(route.rule.protocol) if route.rule.protocol else None
+        if proto is not None:
+            bare, query = routing.split_query(path)
+            rest = route.prefix.remainder(bare) or "/"
+            if (mapped := proto.mirror_path(rest)) != rest:
+                mirror_path = route.prefix.path + mapped + query
+
         async def go(headers: Mapping[str, str], extra: Mapping[str, str],
                      exclude: frozenset[str] = frozenset()) -> Walked:
             return await walk(self._client(), self.circuits, route.rule, route.prefix, path, profile, method,
-                              headers, extra, exclude)
+                              headers, extra, exclude, mirror_path)
         return go
 
     # ---- without the cache ---------------------------------------------------------------

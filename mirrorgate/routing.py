@@ -88,8 +88,9 @@ def route(rules: RuleSet, facts: RequestFacts) -> Route | None:
         return Route("origin", rule, prefix, f"method {facts.method}")
     if facts.has_credentials:
         return Route("origin", rule, prefix, "credentials")
+    rest = prefix.remainder(bare) or "/"
     for p in rule.origin_only:
-        if bare == p or bare.startswith(p + "/"):
+        if rest == p or rest.startswith(p + "/"):
             return Route("origin", rule, prefix, "origin_only")
     return Route("relay", rule, prefix)
 

@@ -46,9 +46,11 @@ def forward_headers(headers: Mapping[str, str], to_mirror: bool) -> dict[str, st
 
 async def walk(client: UpstreamClient, circuits: CircuitBoard, rule: Rule, origin: Prefix, path: str,
                profile: str, method: str, headers: Mapping[str, str],
-               extra: Mapping[str, str] | None = None, exclude: frozenset[str] = frozenset()) -> Walked:
+               extra: Mapping[str, str] | None = None, exclude: frozenset[str] = frozenset(),
+               mirror_path: str | None = None) -> Walked:
     """`exclude`: mirror URLs already found wanting for this request (bad bytes), or
-    "*" for all of them."""
+    "*" for all of them. `mirror_path`: the path to ask mirrors for, where their layout
+    differs from the origin's."""
     result = Walked()
     candidates: list[tuple[Hop, Prefix]] = []
     now = time.monotonic()
@@ -65,7 +67,7 @@ async def walk(client: UpstreamClient, circuits: CircuitBoard, rule: Rule, origi
     for hop, upstream in candidates:
         is_mirror = hop.kind == "mirror"
         circuit = circuits.get(upstream.url, rule.circuit) if is_mirror else None
-        url = routing.map_url(origin, upstream, path)
+        url = routing.map_url(origin, upstream, mirror_path if is_mirror and mirror_path else path)
         sent = {**forward_headers(headers, is_mirror), **(extra or {})}
         started = time.monotonic()
         verdict_given = False

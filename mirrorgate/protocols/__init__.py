@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 # here, free of imports, so that the rules validator can check names without loading
 # the protocols themselves.
 KNOWN: dict[str, tuple[str, ...]] = {"npm": (), "pypi-simple": ("files",), "pypi-files": (), "go-sumdb": (),
-                                     "go-proxy": ("sumdb",)}
+                                     "go-proxy": ("sumdb",), "crates-files": ("index",)}
 
 
 # Fetches a small document (a packument, a checksum record) from a trusted upstream:
@@ -109,6 +109,10 @@ class Protocol:
         """Whether bodies at this path are checked (so must be held until they are)."""
         return False
 
+    def mirror_path(self, path: str) -> str:
+        """The path (below the prefix) to ask mirrors for, where their layout differs."""
+        return path
+
     async def expect(self, path: str, url: str, options: dict, fetch: Fetch) -> Expectation | None:
         """What the body at `url` (canonical) must be, if the protocol can know it. May
         fetch small trusted documents; called only when the body is not in the cache."""
@@ -119,7 +123,8 @@ class Protocol:
 
 
 def registry() -> dict[str, Protocol]:
-    from mirrorgate.protocols import go, npm, pypi
+    from mirrorgate.protocols import crates, go, npm, pypi
 
-    return {p.name: p for p in (npm.Npm(), pypi.PypiSimple(), pypi.PypiFiles(), go.GoSumdb(), go.GoProxy())}
+    return {p.name: p for p in (npm.Npm(), pypi.PypiSimple(), pypi.PypiFiles(), go.GoSumdb(), go.GoProxy(),
+                                crates.CratesFiles())}
 

@@ -61,6 +61,7 @@ def shipped_class(url: str):
     ("https://repo1.maven.org/maven2/org/slf4j/", "maven-central", None),
     ("https://index.crates.io/se/rd/serde", "crates-index", "metadata"),
     ("https://static.crates.io/crates/serde/serde-1.0.200.crate", "crates-files", "artifact"),
+    ("https://static.crates.io/crates/serde/1.0.200/download", "crates-files", "artifact"),
     ("https://index.rubygems.org/info/rails", "rubygems", "metadata"),
     ("https://rubygems.org/gems/rails-7.1.3.gem", "rubygems", "artifact"),
     ("http://deb.debian.org/debian/dists/bookworm/InRelease", "debian", "metadata"),

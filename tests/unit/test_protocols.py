@@ -177,3 +177,28 @@ def test_sri_picks_the_strongest_digest():
 def test_go_sumdb_supported_is_answered_locally():
     assert P["go-sumdb"].local_answer("/supported").status == 200
     assert P["go-sumdb"].local_answer("/latest") is None
+
+
+@pytest.mark.parametrize("name, path", [("a", "1/a"), ("ab", "2/ab"), ("abc", "3/a/abc"), ("Serde", "se/rd/serde"),
+                                        ("serde-json", "se/rd/serde-json")])
+def test_crates_index_paths(name, path):
+    from mirrorgate.protocols.crates import index_path
+    assert index_path(name) == path
+
+
+def test_crates_files_are_checked_against_the_index_cksum(tmp_path):
+    from mirrorgate.protocols.crates import crate_version
+    data = b"crate bytes"
+    line = json.dumps({"name": "serde-json", "vers": "1.0.0-alpha.1", "cksum": hashlib.sha256(data).hexdigest()})
+    other = json.dumps({"name": "serde-json", "vers": "0.9.0", "cksum": "0" * 64})
+    docs = {"https://index.example/se/rd/serde-json": f"{other}\n{line}\n".encode()}
+    crates = P["crates-files"]
+    for path in ("/serde-json/1.0.0-alpha.1/download", "/serde-json/serde-json-1.0.0-alpha.1.crate"):
+        assert crate_version(path) == ("serde-json", "1.0.0-alpha.1")
+        assert crates.checks(path)
+        assert crates.mirror_path(path) == "/serde-json/serde-json-1.0.0-alpha.1.crate"
+        d, fetched = expect("crates-files", path, options={"index": "https://index.example/"}, documents=docs)
+        assert fetched[0][0] == "https://index.example/se/rd/serde-json"
+        assert d.verify(body_fd(tmp_path, data), len(data))
+    assert expect("crates-files", "/x/9.9.9/download", options={"index": "https://i/"})[0] is None  # no record
+    assert crates.mirror_path("/config.json") == "/config.json" and not crates.checks("/config.json")

@@ -257,10 +257,10 @@ class RelayServer:
         trace.skipped += w.skipped
         store = self._store()
         if stale is not None and store is not None and (w.opened is None or w.opened.status >= 500):
-            if w.opened is not None:
-                w.opened.release()
             answered = await self._answer(request, store, stale, trace, "STALE")
             if answered is not None:
+                if w.opened is not None:
+                    w.opened.release()
                 return answered
         if w.opened is None or w.hop is None:
             return self._all_failed(trace, w.failures)
@@ -306,8 +306,9 @@ class RelayServer:
             if isinstance(start, Direct):
                 opened = start.claim()
                 if opened is None:
+                    # No room on disk to check bytes: fetch alone, and from the origin only.
                     trace.fallbacks, trace.skipped = [], []
-                    return await self._pass(request, route, path, profile, trace, None)
+                    return await self._pass(request, route, path, profile, trace, None, trusted_only=True)
                 trace.upstream = start.upstream
                 return await self._stream(request, opened, start.upstream.kind == "mirror", trace)
             assert isinstance(start, Streamed)

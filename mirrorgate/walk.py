@@ -52,21 +52,18 @@ async def walk(client: UpstreamClient, circuits: CircuitBoard, rule: Rule, origi
     "*" for all of them. `mirror_path`: the path to ask mirrors for, where their layout
     differs from the origin's."""
     result = Walked()
-    candidates: list[tuple[Hop, Prefix]] = []
-    now = time.monotonic()
-    for mirror in rule.mirrors_for(profile):
-        if mirror.url in exclude or "*" in exclude:
-            continue
-        hop = Hop("mirror", mirror.url)
-        if circuits.get(mirror.url, rule.circuit).admit(now):
-            candidates.append((hop, mirror))
-        else:
-            result.skipped.append(hop)
+    candidates = [(Hop("mirror", m.url), m) for m in rule.mirrors_for(profile)
+                  if m.url not in exclude and "*" not in exclude]
     candidates.append((Hop("origin", origin.url), origin))
 
     for hop, upstream in candidates:
         is_mirror = hop.kind == "mirror"
         circuit = circuits.get(upstream.url, rule.circuit) if is_mirror else None
+        # Admitted only when about to be tried: a half-open probe reserved for a mirror the
+        # walk never reaches would keep that mirror out of service.
+        if circuit is not None and not circuit.admit(time.monotonic()):
+            result.skipped.append(hop)
+            continue
         url = routing.map_url(origin, upstream, mirror_path if is_mirror and mirror_path else path)
         sent = {**forward_headers(headers, is_mirror), **(extra or {})}
         started = time.monotonic()

@@ -85,10 +85,11 @@ class Fill:
         self._progress = asyncio.Event()
 
     def begin(self, start: Start, fd: int | None = None) -> None:
+        if self.start.done():
+            return  # readers already follow the first start (a later failure ends them via finish)
         # A descriptor of the fill's own: the writer syncs and closes its one on its own time.
         self.fd = os.dup(fd) if fd is not None else None
-        if not self.start.done():
-            self.start.set_result(start)
+        self.start.set_result(start)
 
     def advance(self, n: int) -> None:
         self.written += n
@@ -227,7 +228,7 @@ async def _fill(fill: Fill, req: FillRequest, store: Store, walker: Walker,
         length = int(declared) if declared.isdigit() else None
         held = opened.status == 200 and (expectation is not None or req.rewrite is not None)
         if not held:
-            return await _stream_through(fill, req, store, opened, hop, out_headers, keep, length)
+            return await _stream_through(fill, req, store, opened, hop, out_headers, keep, length, bad_bytes)
         try:
             writer, out_headers = await _held(req, store, opened, hop, out_headers, length, expectation)
         except Unusable as e:
@@ -243,6 +244,7 @@ async def _fill(fill: Fill, req: FillRequest, store: Store, walker: Walker,
             continue
         if writer is None:  # no room to hold it: the origin streams straight through
             if from_mirror:
+                opened.release()
                 excluded.add(ALL_MIRRORS)
                 continue
             fill.begin(Direct(opened, hop))
@@ -266,7 +268,8 @@ async def _fill(fill: Fill, req: FillRequest, store: Store, walker: Walker,
 
 
 async def _stream_through(fill: Fill, req: FillRequest, store: Store, opened: Opened, hop: Hop,
-                          headers: list[tuple[str, str]], keep: bool, length: int | None) -> None:
+                          headers: list[tuple[str, str]], keep: bool, length: int | None,
+                          bad_bytes: Callable[[Hop], None]) -> None:
     """Readers follow the body as it arrives."""
     writer = store.begin(length) if keep else store.spool()
     if writer is None:
@@ -281,6 +284,7 @@ async def _stream_through(fill: Fill, req: FillRequest, store: Store, opened: Op
             raise UpstreamFailure("protocol_error", f"sent {writer.written} of {length} bytes")
     except UpstreamFailure as f:
         writer.discard()
+        bad_bytes(hop)  # a mirror that breaks off bodies is unhealthy, though this one cannot fall back
         return fill.finish(f"upstream failed mid-body: {f}")
     except OSError as e:
         log.warning("Cache write to %s failed (%s): this response is not cached", writer.path, e)
@@ -309,8 +313,7 @@ async def _held(req: FillRequest, store: Store, opened: Opened, hop: Hop, header
     it. Raises Unusable when these bytes must not be served."""
     writer = store.begin(length) if req.cls is not None else store.spool()
     if writer is None:
-        opened.release()
-        return None, headers
+        return None, headers  # the caller decides what becomes of `opened`
     page_url = str(opened.response.url)  # after any redirect: relative links resolve here
     try:
         async for chunk in opened.body():
@@ -327,7 +330,7 @@ async def _held(req: FillRequest, store: Store, opened: Opened, hop: Hop, header
     except UpstreamFailure as f:
         writer.discard()
         raise Unusable(f.kind, str(f)) from None
-    except Unusable:
+    except BaseException:
         writer.discard()
         raise
     finally:
@@ -343,7 +346,7 @@ async def _rewritten(req: FillRequest, store: Store, writer: Writer, hop: Hop, p
     try:
         body = codings.decode(raw, coding)
         new = req.rewrite(page_url, named.get("content-type", ""), body)
-    except (RewriteError, ValueError, UnicodeDecodeError, zlib.error) as e:
+    except Exception as e:  # RewriteError, bad JSON or HTML, a coding we cannot undo, a mirror's odd shapes
         if hop.kind == "origin":
             return writer, headers  # the origin's own body needs no rewrite to be canonical
         raise Unusable("rewrite_error", str(e)) from None

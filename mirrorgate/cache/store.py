@@ -205,7 +205,7 @@ class DiskStore:
     def publish(self, writer: Writer, entry: Entry) -> Entry:
         """Make a checked body visible under its key. The caller has synced it."""
         if self.max_size == 0:  # the cache is off: bodies are only spooled, to be checked
-            writer.discard()
+            writer.path.unlink(missing_ok=True)  # the descriptor stays open for its readers
             return entry
         name = object_name(entry.key)
         target = self._path(name)

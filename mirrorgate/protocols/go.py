@@ -104,5 +104,5 @@ class GoProxy(Protocol):
         body = await fetch(f"{sumdb.rstrip('/')}/lookup/{escaped}@{version}", {})
         if body is None:
             return None  # no record (a new or private module): the go command decides
-        expected = lookup_hashes(body.decode("utf-8", "replace"), unescape(escaped), version).get(kind)
+        expected = lookup_hashes(body.decode("utf-8", "replace"), unescape(escaped), unescape(version)).get(kind)
         return GoHash(kind, expected) if expected else None

@@ -12,7 +12,6 @@ import hashlib
 import logging
 import os
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from mirrorgate.cache import policy
 from mirrorgate.cache.policy import Class, Entry
 from mirrorgate.cache import codings
 from mirrorgate.cache.store import Store, Writer
-from mirrorgate.protocols import Expectation, RewriteError
+from mirrorgate.protocols import Expectation
 from mirrorgate.trace import Hop
 from mirrorgate.upstream import Opened, UpstreamFailure
 from mirrorgate.walk import Walked, response_headers

@@ -223,6 +223,8 @@ async def _fill(fill: Fill, req: FillRequest, store: Store, walker: Walker,
             fill.begin(Answered(store.revalidated(req.stale, merged, time.time()), "REVALIDATED", hop))
             return fill.finish()
         keep = req.cls is not None and policy.storable(opened.status, out_headers, from_origin=not from_mirror)
+        if req.expect is not None and expectation is None and from_mirror:
+            keep = False  # a body that should be checked but could not be: served, never kept
         declared = opened.headers.get("Content-Length", "")
         length = int(declared) if declared.isdigit() else None
         held = opened.status == 200 and (expectation is not None or req.rewrite is not None)

@@ -174,7 +174,7 @@ def byte_range(value: str, size: int) -> tuple[int, int] | None | Literal["unsat
     first, last = m.group(1), m.group(2)
     if not first:  # suffix: the last N bytes
         n = int(last)
-        if n == 0:
+        if n == 0 or size == 0:
             return "unsatisfiable"
         return (max(0, size - n), min(n, size))
     start = int(first)

@@ -159,3 +159,17 @@ def test_a_rewritten_packument_has_its_own_length_and_etag(fake, proxy, client):
     again = client(p).get(npm.origin.url.rstrip("/") + pkg.packument_path,
                           headers={"Accept": "application/vnd.npm.install-v1+json", "If-None-Match": r.headers["etag"]})
     assert again.status_code == 304
+
+
+def test_a_tarball_that_cannot_be_checked_is_served_but_never_kept(fake, proxy, client):
+    npm = Npm(fake, ["pkg-a"])
+    pkg = npm.packages["pkg-a"]
+    npm.origin.routes.pop(pkg.packument_path)  # no packument anywhere: no integrity to check against
+    npm.mirror.routes.pop(pkg.packument_path)
+    p = proxy(npm.rules())
+    c = client(p)
+
+    for _ in range(2):
+        r = c.get(npm.origin.url.rstrip("/") + pkg.tarball_path)
+        assert r.content == pkg.tarball and "cache=MISS" in r.headers["x-mirrorgate"]
+    assert npm.cdn.count() == 2  # unchecked mirror bytes were not kept

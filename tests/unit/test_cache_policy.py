@@ -160,6 +160,7 @@ def test_revalidation_uses_the_stored_validators_and_a_304_keeps_the_body_header
     ("bytes=-500", 100, (0, 100)),
     ("bytes=100-", 100, "unsatisfiable"),
     ("bytes=-0", 100, "unsatisfiable"),
+    ("bytes=-5", 0, "unsatisfiable"),
     ("bytes=5-1", 100, None),
     ("bytes=0-1,5-6", 100, None),
     ("items=0-1", 100, None),

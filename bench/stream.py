@@ -55,8 +55,7 @@ def main() -> None:
                 "version: 1\nprofiles: {bench: ''}\ndefault_profile: bench\nrules:\n"
                 f"  - name: bench\n    match: {origin.url}\n    mirrors:\n      bench: [{mirror.url}]\n")
             proxy = start_proxy(rules, work / "conf", pki.ca, "--set", "access_log=")
-            bundle = work / "cas.pem"
-            bundle.write_text(proxy.ca.read_text() + pki.ca.read_text())
+            bundle = proxy.trust_bundle(pki.ca, work / "cas.pem")
             cmd += ["--proxy", proxy.url, "--cacert", str(bundle), origin.url + "artifact.bin"]
         else:
             cmd += ["--cacert", str(pki.ca), mirror.url + "artifact.bin"]

@@ -252,10 +252,7 @@ async def _fill(fill: Fill, req: FillRequest, store: Store, walker: Walker,
             return fill.finish()
         try:
             if keep:
-                await asyncio.to_thread(writer.sync)
-                now = time.time()
-                store.publish(writer, Entry(req.key, req.url, req.cls, 200, tuple(out_headers),  # type: ignore[arg-type]
-                                            writer.written, now, now, str(hop)))
+                await _publish(store, writer, req, 200, out_headers, hop)
             # The whole body is known: clients get its exact length.
             out_headers = [(k, v) for k, v in out_headers if k.lower() != "content-length"]
             fill.begin(Streamed(200, opened.reason, out_headers + [("Content-Length", str(writer.written))], hop),
@@ -297,15 +294,21 @@ async def _stream_through(fill: Fill, req: FillRequest, store: Store, opened: Op
     # sync is what keeps a power cut from leaving an indexed but empty body.
     try:
         if keep:
-            await asyncio.to_thread(writer.sync)
-            now = time.time()
-            store.publish(writer, Entry(req.key, req.url, req.cls, opened.status, tuple(headers),  # type: ignore[arg-type]
-                                        writer.written, now, now, str(hop)))
+            await _publish(store, writer, req, opened.status, headers, hop)
         else:
             writer.discard()
     finally:
         writer.close()
     fill.finish()
+
+
+async def _publish(store: Store, writer: Writer, req: FillRequest, status: int, headers: list[tuple[str, str]],
+                   hop: Hop) -> None:
+    """Sync the checked body, then make it the entry for its key."""
+    await asyncio.to_thread(writer.sync)
+    now = time.time()
+    store.publish(writer, Entry(req.key, req.url, req.cls, status, tuple(headers),  # type: ignore[arg-type]
+                                writer.written, now, now, str(hop)))
 
 
 async def _held(req: FillRequest, store: Store, opened: Opened, hop: Hop, headers: list[tuple[str, str]],

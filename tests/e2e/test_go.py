@@ -76,8 +76,7 @@ def go_mod_download(p, pki, tmp_path, origin_url: str) -> None:
     (work / "go.mod").write_text("module app.example/app\n\ngo 1.19\n\nrequire (\n"
                                  + "".join(f"\t{m.path} {m.version}\n" for m in MODULES) + ")\n")
     (work / "go.sum").write_text("".join(m.gosum for m in MODULES))
-    bundle = tmp_path / "cas.pem"
-    bundle.write_text(p.ca.read_text() + pki.ca.read_text())
+    bundle = p.trust_bundle(pki.ca, tmp_path / "cas.pem")
     env = {**clean_env(), "HOME": str(tmp_path), "GOPATH": str(tmp_path / "gopath"),
            "GOCACHE": str(tmp_path / "gocache"), "GOFLAGS": "-modcacherw", "GOPROXY": origin_url,
            "GOSUMDB": "off", "GONOSUMDB": "", "GOPRIVATE": "", "GOTOOLCHAIN": "local",

@@ -65,8 +65,7 @@ def test_an_h2_client_is_routed_as_well(fake, proxy, pki, tmp_path):
     origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
     mirror.serve("/f", b"mirror")
     p = proxy(rules_yaml(origin.url, [mirror.url]))
-    bundle = tmp_path / "cas.pem"
-    bundle.write_text(p.ca.read_text() + pki.ca.read_text())
+    bundle = p.trust_bundle(pki.ca, tmp_path / "cas.pem")
 
     # curl offers h2 first in ALPN; httpx offers http/1.1 first and so never gets h2.
     out = subprocess.run(["curl", "-sS", "--http2", "--proxy", p.url, "--cacert", str(bundle),

@@ -67,8 +67,7 @@ def npm_install(p, pki, tmp_path, registry: str, names=NAMES) -> dict:
     project.mkdir()
     (project / "package.json").write_text(json.dumps(
         {"name": "app", "version": "1.0.0", "private": True, "dependencies": {n: "1.0.0" for n in names}}))
-    bundle = tmp_path / "cas.pem"
-    bundle.write_text(p.ca.read_text() + pki.ca.read_text())
+    bundle = p.trust_bundle(pki.ca, tmp_path / "cas.pem")
     (tmp_path / "npmrc").write_text("")
     (tmp_path / "npmrc-global").write_text("")
     env = {**clean_env(), "HOME": str(tmp_path), "NODE_EXTRA_CA_CERTS": str(bundle)}

@@ -67,8 +67,7 @@ def test_origin_only_paths_skip_the_mirrors(fake, proxy, client):
 def test_hostile_paths_are_refused_with_an_explanation(path, fake, proxy, pki, tmp_path):
     origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
     p = proxy(rules_yaml(origin.url, [mirror.url]))
-    bundle = tmp_path / "cas.pem"
-    bundle.write_text(p.ca.read_text() + pki.ca.read_text())
+    bundle = p.trust_bundle(pki.ca, tmp_path / "cas.pem")
 
     # curl --path-as-is sends the path exactly as given; most clients would tidy it.
     out = subprocess.run(["curl", "-sS", "--path-as-is", "--proxy", p.url, "--cacert", str(bundle),

@@ -65,8 +65,7 @@ rules:
 
 def pip_install(p, pki, tmp_path, *packages: str) -> dict:
     """The real pip, with no configuration of its own but what we pass."""
-    bundle = tmp_path / "cas.pem"
-    bundle.write_text(p.ca.read_text() + pki.ca.read_text())
+    bundle = p.trust_bundle(pki.ca, tmp_path / "cas.pem")
     report = tmp_path / "report.json"
     env = {**clean_env(), "PIP_CONFIG_FILE": "/dev/null", "PIP_NO_CACHE_DIR": "1",
            "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
@@ -167,8 +166,7 @@ def uv_lock(p, pki, tmp_path, index_url: str) -> str:
     project.mkdir()
     (project / "pyproject.toml").write_text(
         '[project]\nname = "app"\nversion = "0.1.0"\nrequires-python = ">=3.11"\ndependencies = ["demo-pkg==1.0"]\n')
-    bundle = tmp_path / "cas.pem"
-    bundle.write_text(p.ca.read_text() + pki.ca.read_text())
+    bundle = p.trust_bundle(pki.ca, tmp_path / "cas.pem")
     env = {**clean_env(), "HOME": str(tmp_path), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": str(tmp_path / "uv-cache"),
            "UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never",
            "HTTPS_PROXY": p.url, "SSL_CERT_FILE": str(bundle)}

@@ -42,6 +42,12 @@ class ProxyProcess:
                 self.proc.kill()
                 self.proc.wait(15)
 
+    def trust_bundle(self, other_ca: Path, path: Path) -> Path:
+        """A CA file trusting this proxy's CA and `other_ca` (the fakes'), for clients
+        that take one file."""
+        path.write_text(self.ca.read_text() + other_ca.read_text())
+        return path
+
     def peak_rss_kib(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):

@@ -4,6 +4,7 @@ must not touch a mirror; streams everything else through untouched."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 
 from mitmproxy import http
@@ -49,6 +50,12 @@ class Router:
         )
         ruleset, _ = self.rules.active()
         found = routing.route(ruleset, facts)
+        if found is not None and found.kind == "origin" and found.reason == "credentials":
+            # A registry token the proxy saw issued anonymously is no credential: the
+            # protocol says so, and the relay keeps it from mirrors all the same.
+            proto = self.relay.protocols.get(found.rule.protocol) if found.rule.protocol else None
+            if proto is not None and proto.anonymous({k.lower(): v for k, v in req.headers.items()}):
+                found = routing.route(ruleset, dataclasses.replace(facts, has_credentials=False))
         if found is None:
             flow.metadata["mirrorgate"] = FlowNote("other")
             req.stream = True

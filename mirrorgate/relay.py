@@ -31,7 +31,7 @@ from mirrorgate.cache.policy import Entry
 from mirrorgate.cache.store import Store
 from mirrorgate.circuit import CircuitBoard
 from mirrorgate.rules import RuleSet
-from mirrorgate.protocols import Protocol, RewriteContext
+from mirrorgate.protocols import Head, Protocol, RewriteContext
 from mirrorgate.trace import HEADER, Hop, Trace
 from mirrorgate.upstream import Opened, UpstreamClient, UpstreamFailure
 from mirrorgate.walk import Walked, response_headers, walk
@@ -50,6 +50,7 @@ HOT_BYTES = 64 * 1024 * 1024
 STALE_WARNING = '110 - "Response is Stale"'
 _COUNTERS = {"HIT": "hits", "STALE": "stale", "REVALIDATED": "revalidated"}
 MAX_CHECK_DOCUMENT = 64 * 1024 * 1024
+MAX_OBSERVED = 1024 * 1024
 
 
 @dataclass
@@ -65,6 +66,26 @@ class CacheStats:
         served = self.hits + self.stale + self.revalidated
         lookups = served + self.misses
         return {**self.__dict__, "hit_ratio": round(served / lookups, 4) if lookups else None}
+
+
+class TrustedFetch:
+    """A protocol's small fetches (mirrorgate.protocols.Trusted), with its rule's timeouts."""
+
+    def __init__(self, relay: "RelayServer", rule) -> None:
+        self._relay, self._rule = relay, rule
+
+    async def __call__(self, url: str, headers: dict) -> bytes | None:
+        return await self._relay._fetch(self._rule, url, headers)
+
+    async def head(self, url: str, headers: dict) -> Head | None:
+        try:
+            opened = await self._relay._client().open("HEAD", url, headers, self._rule.timeouts,
+                                                      follow_redirects=False)
+        except UpstreamFailure as e:
+            log.info("%s: HEAD %s failed: %s", self._rule.name, url, e)
+            return None
+        opened.release()
+        return Head(opened.status, {k.lower(): v for k, v in opened.headers.items()})
 
 
 def _rewrite_at(proto: Protocol, path: str, ctx: RewriteContext, page_url: str, content_type: str,
@@ -137,10 +158,17 @@ class RelayServer:
                      trace: Trace) -> web.StreamResponse:
         store = self._store()
         rule = route.rule
-        bare, _ = routing.split_query(path)
+        bare, query = routing.split_query(path)
         remainder = route.prefix.remainder(bare) or "/"
         url = f"{route.prefix.origin}{path}"
         proto = self.protocols.get(rule.protocol) if rule.protocol else None
+        if proto is not None:
+            lowered = {k.lower(): v for k, v in request.headers.items()}
+            resolved = await proto.resolve(remainder, request.method, lowered, url, TrustedFetch(self, rule))
+            if resolved is not None and resolved != remainder:
+                # Served as the immutable content the mutable name stands for right now.
+                remainder, path = resolved, route.prefix.path + resolved + query
+                url = f"{route.prefix.origin}{path}"
         if proto is not None and (local := proto.local_answer(remainder)) is not None:
             trace.route = "answered by Mirrorgate"
             out = self._response(local.status, local.headers + (("Content-Length", str(len(local.body))),), trace)
@@ -151,7 +179,7 @@ class RelayServer:
         options = dict(rule.protocol_options)
         expect = None
         if proto is not None and proto.checks(remainder):
-            expect = partial(proto.expect, remainder, url, options, partial(self._fetch, rule))
+            expect = partial(proto.expect, remainder, url, options, TrustedFetch(self, rule))
         rewrite = None
         if proto is not None and proto.wants_rewrite(remainder):
             ctx = RewriteContext("", route.prefix, options)
@@ -233,18 +261,23 @@ class RelayServer:
         task.add_done_callback(self._tasks.discard)
 
     def _walker(self, route: routing.Route, path: str, profile: str, method: str):
-        mirror_path = None
+        mirror_path, origin_first, authorize = None, False, None
         proto = self.protocols.get(route.rule.protocol) if route.rule.protocol else None
         if proto is not None:
             bare, query = routing.split_query(path)
             rest = route.prefix.remainder(bare) or "/"
             if (mapped := proto.mirror_path(rest)) != rest:
                 mirror_path = route.prefix.path + mapped + query
+            origin_first = proto.prefers_origin(rest)
+            trusted = TrustedFetch(self, route.rule)
+
+            async def authorize(mirror_url: str, below: str, challenge: str | None) -> dict[str, str] | None:
+                return await proto.authorize(mirror_url, below, challenge, trusted)
 
         async def go(headers: Mapping[str, str], extra: Mapping[str, str],
                      exclude: frozenset[str] = frozenset()) -> Walked:
             return await walk(self._client(), self.circuits, route.rule, route.prefix, path, profile, method,
-                              headers, extra, exclude, mirror_path)
+                              headers, extra, exclude, mirror_path, origin_first, authorize)
         return go
 
     # ---- without the cache ---------------------------------------------------------------
@@ -265,7 +298,37 @@ class RelayServer:
         if w.opened is None or w.hop is None:
             return self._all_failed(trace, w.failures)
         trace.upstream = w.hop
+        proto = self.protocols.get(route.rule.protocol) if route.rule.protocol else None
+        rest = route.prefix.remainder(routing.split_query(path)[0]) or "/"
+        if proto is not None and w.hop.kind == "origin" and proto.observes(rest):
+            return await self._observed(request, w.opened, proto, rest, trace)
         return await self._stream(request, w.opened, w.hop.kind == "mirror", trace)
+
+    async def _observed(self, request: web.Request, opened: Opened, proto: Protocol, path: str,
+                        trace: Trace) -> web.StreamResponse:
+        """A small origin response that the protocol reads (a token) before the client does."""
+        try:
+            body = bytearray()
+            async for chunk in opened.body():
+                body += chunk
+                if len(body) > MAX_OBSERVED:
+                    raise UpstreamFailure("protocol_error", f"an observed response exceeds {MAX_OBSERVED} bytes")
+        except UpstreamFailure as f:
+            opened.release()
+            return self._all_failed(trace, [f"origin {f.kind} ({f.detail})"])
+        headers = response_headers(opened, False)
+        opened.release()
+        try:
+            decoded = codings.decode(bytes(body), opened.headers.get("Content-Encoding", ""))
+            proto.observe(path, {k.lower(): v for k, v in request.headers.items()}, opened.status, decoded)
+        except (ValueError, zlib.error) as e:
+            log.info("%s: could not read %s: %s", trace.rule, path, e)
+        out = self._response(opened.status, headers, trace, opened.reason)
+        out.content_length = len(body)
+        await out.prepare(request)
+        await out.write(bytes(body) if request.method != "HEAD" else b"")
+        await out.write_eof()
+        return out
 
     async def _stream(self, request: web.Request, opened: Opened, from_mirror: bool,
                       trace: Trace) -> web.StreamResponse:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from mirrorgate import routing
@@ -44,17 +44,24 @@ def forward_headers(headers: Mapping[str, str], to_mirror: bool) -> dict[str, st
     return out
 
 
+# Headers with which the proxy authenticates itself to a mirror: (mirror prefix URL,
+# path below it, the mirror's WWW-Authenticate challenge or None before any attempt).
+Authorize = Callable[[str, str, "str | None"], Awaitable["dict[str, str] | None"]]
+
+
 async def walk(client: UpstreamClient, circuits: CircuitBoard, rule: Rule, origin: Prefix, path: str,
                profile: str, method: str, headers: Mapping[str, str],
                extra: Mapping[str, str] | None = None, exclude: frozenset[str] = frozenset(),
-               mirror_path: str | None = None) -> Walked:
+               mirror_path: str | None = None, origin_first: bool = False,
+               authorize: Authorize | None = None) -> Walked:
     """`exclude`: mirror URLs already found wanting for this request (bad bytes), or
     "*" for all of them. `mirror_path`: the path to ask mirrors for, where their layout
-    differs from the origin's."""
+    differs from the origin's. `origin_first`: the origin is tried first and mirrors
+    only stand in for it. `authorize`: how the proxy answers a mirror's own challenge."""
     result = Walked()
     candidates = [(Hop("mirror", m.url), m) for m in rule.mirrors_for(profile)
                   if m.url not in exclude and "*" not in exclude]
-    candidates.append((Hop("origin", origin.url), origin))
+    candidates.insert(0 if origin_first else len(candidates), (Hop("origin", origin.url), origin))
 
     for hop, upstream in candidates:
         is_mirror = hop.kind == "mirror"
@@ -64,13 +71,23 @@ async def walk(client: UpstreamClient, circuits: CircuitBoard, rule: Rule, origi
         if circuit is not None and not circuit.admit(time.monotonic()):
             result.skipped.append(hop)
             continue
-        url = routing.map_url(origin, upstream, mirror_path if is_mirror and mirror_path else path)
+        asked = mirror_path if is_mirror and mirror_path else path
+        url = routing.map_url(origin, upstream, asked)
         sent = {**forward_headers(headers, is_mirror), **(extra or {})}
         started = time.monotonic()
         verdict_given = False
         try:
             try:
+                below = origin.remainder(routing.split_query(asked)[0]) or "/"
+                if is_mirror and authorize is not None and (auth := await authorize(upstream.url, below, None)):
+                    sent.update(auth)
                 opened = await client.open(method, url, sent, rule.timeouts, follow_redirects=is_mirror)
+                if (is_mirror and authorize is not None and opened.status == 401
+                        and (challenge := opened.headers.get("WWW-Authenticate"))
+                        and (auth := await authorize(upstream.url, below, challenge))):
+                    # The mirror's own token, not the client's: ask once more with it.
+                    opened.release()
+                    opened = await client.open(method, url, {**sent, **auth}, rule.timeouts, follow_redirects=True)
                 outcome: routing.Outcome = opened.status
             except UpstreamFailure as f:
                 opened, outcome = None, f.kind

@@ -6,10 +6,16 @@ A rule names its protocol (`protocol: npm`). A protocol may
   (`rewrite`);
 - name the digest an artifact must have, so that mirror bytes are checked before any
   client or the cache sees them (`expected_digest`);
-- answer a request itself (`local_answer`), for probes that must not reach an upstream.
+- answer a request itself (`local_answer`), for probes that must not reach an upstream;
+- ask the origin first for mutable pointers (`prefers_origin`: a tag, a signed release
+  file), so that mirrors serve only what those pointers name;
+- turn a request for a mutable name into one for immutable content (`resolve`: a tag
+  into a digest);
+- answer a mirror's own authentication challenge (`authorize`), and tell an anonymous
+  registry token from a credential (`anonymous`, fed by `observe`).
 
-Each hook is a pure function of its arguments; registries without special needs have
-no protocol.
+Hooks are pure functions of their arguments except where they fetch through the
+`Trusted` they are given; registries without special needs have no protocol.
 """
 
 from __future__ import annotations
@@ -26,13 +32,31 @@ if TYPE_CHECKING:
 # Protocol names a rules file may give, with the options (URL prefixes) each takes. Kept
 # here, free of imports, so that the rules validator can check names without loading
 # the protocols themselves.
-KNOWN: dict[str, tuple[str, ...]] = {"npm": (), "pypi-simple": ("files",), "pypi-files": (), "go-sumdb": (),
-                                     "go-proxy": ("sumdb",), "crates-files": ("index",)}
+KNOWN: dict[str, tuple[str, ...]] = {
+    "npm": (), "pypi-simple": ("files",), "pypi-files": (), "go-sumdb": (), "go-proxy": ("sumdb",),
+    "crates-files": ("index",), "docker-registry": (), "docker-auth": (), "maven": (), "rubygems": ("index",),
+    "apt": (), "conda": (), "huggingface": (),
+}
 
 
-# Fetches a small document (a packument, a checksum record) from a trusted upstream:
-# the body of a 200, or None.
-Fetch = Callable[[str, dict], Awaitable[bytes | None]]
+class Trusted(Interface):
+    """Small fetches from trusted upstreams (the origin, or a host a rule names) on a
+    protocol's behalf. `fetch(url, headers)` gives the body of a 200, or None; `head`
+    gives the status and headers of a HEAD (redirects not followed), or None."""
+
+    async def __call__(self, url: str, headers: dict) -> bytes | None: ...
+
+    async def head(self, url: str, headers: dict) -> "Head | None": ...
+
+
+@dataclass(frozen=True)
+class Head:
+    status: int
+    headers: dict[str, str]  # lower-cased names
+
+
+# Kept for the protocols that only fetch documents.
+Fetch = Trusted
 
 CHUNK = 1 << 20
 
@@ -121,10 +145,45 @@ class Protocol:
     def local_answer(self, path: str) -> LocalAnswer | None:
         return None
 
+    def prefers_origin(self, path: str) -> bool:
+        """Whether the origin is asked first, mirrors only when it fails: for mutable
+        pointers whose freshness decides what the mirrors are asked for."""
+        return False
+
+    async def resolve(self, path: str, method: str, headers: dict, url: str, fetch: Trusted) -> str | None:
+        """Another path (below the prefix) to serve this request from, e.g. a tag's
+        digest looked up at the origin; None to serve the path as asked. `headers` are
+        the client's (lower-cased names); `url` is the canonical URL asked for."""
+        return None
+
+    def anonymous(self, headers: dict) -> bool:
+        """Whether the credential headers a request carries (lower-cased names) are an
+        anonymous token, so that a mirror may serve it without them."""
+        return False
+
+    def observes(self, path: str) -> bool:
+        """Whether origin responses at this path are shown to `observe`."""
+        return False
+
+    def observe(self, path: str, request_headers: dict, status: int, body: bytes) -> None:
+        """Sees a small origin response (a token) on its way to the client."""
+
+    async def authorize(self, mirror_url: str, path: str, challenge: str | None,
+                        fetch: Trusted) -> dict[str, str] | None:
+        """Headers that authenticate the proxy itself to a mirror for `path` (below the
+        mirror's prefix): called before the first attempt with `challenge` None, and
+        after a 401 with its WWW-Authenticate value. None: nothing to add."""
+        return None
+
 
 def registry() -> dict[str, Protocol]:
-    from mirrorgate.protocols import crates, go, npm, pypi
+    """One instance of each protocol, for one relay (some keep state: tokens seen,
+    indexes read)."""
+    from mirrorgate.protocols import apt, conda, crates, docker, go, huggingface, maven, npm, pypi, rubygems
 
+    tokens = docker.TokenBook()
     return {p.name: p for p in (npm.Npm(), pypi.PypiSimple(), pypi.PypiFiles(), go.GoSumdb(), go.GoProxy(),
-                                crates.CratesFiles())}
+                                crates.CratesFiles(), docker.DockerRegistry(tokens), docker.DockerAuth(tokens),
+                                maven.Maven(), rubygems.RubyGems(), apt.Apt(), conda.Conda(),
+                                huggingface.HuggingFace())}
 

@@ -1,0 +1,9 @@
+"""Apt: registry-specific handling (being written)."""
+
+from __future__ import annotations
+
+from mirrorgate.protocols import Protocol
+
+
+class Apt(Protocol):
+    name = "apt"

@@ -1,0 +1,9 @@
+"""Conda: registry-specific handling (being written)."""
+
+from __future__ import annotations
+
+from mirrorgate.protocols import Protocol
+
+
+class Conda(Protocol):
+    name = "conda"

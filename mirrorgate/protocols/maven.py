@@ -1,0 +1,9 @@
+"""Maven: registry-specific handling (being written)."""
+
+from __future__ import annotations
+
+from mirrorgate.protocols import Protocol
+
+
+class Maven(Protocol):
+    name = "maven"

@@ -98,7 +98,11 @@ async def walk(client: UpstreamClient, circuits: CircuitBoard, rule: Rule, origi
                 else:
                     circuit.succeeded(time.monotonic(), time.monotonic() - started)
                 verdict_given = True
-            if is_mirror and routing.should_fall_back(rule, outcome):
+            # An origin asked first hands over to the mirrors only when it is unreachable or
+            # failing; its 404 is the truth about a mutable name.
+            passes_on = (routing.should_fall_back(rule, outcome) if is_mirror else
+                         origin_first and hop is not candidates[-1][0] and routing.counts_against_mirror(outcome))
+            if passes_on:
                 if opened is not None:
                     result.failures.append(f"{hop} {outcome}")
                     opened.release()

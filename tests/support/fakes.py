@@ -68,6 +68,7 @@ class Fake:
     routes: dict[str, Behaviour] = field(default_factory=dict)
     gates: list[Gate] = field(default_factory=list)
     name_in_url: str | None = None  # e.g. "localhost", for clients that will not verify IP addresses
+    fallback: Behaviour | None = None  # answers paths that have no route of their own
     _runner: web.AppRunner | None = None
 
     @property
@@ -98,7 +99,7 @@ class Fake:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.hits.append(Hit(request.method, request.path_qs, dict(request.headers)))
-        behaviour = self.routes.get(request.path_qs) or self.routes.get(request.path)
+        behaviour = self.routes.get(request.path_qs) or self.routes.get(request.path) or self.fallback
         if behaviour is None:
             return web.Response(status=404, text=f"{request.path} is not on {self.name}\n")
         return await behaviour(request)

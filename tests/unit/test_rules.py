@@ -76,7 +76,7 @@ def test_shipped_rules_profiles_and_default(shipped):
 def test_shipped_rules_names(shipped):
     assert [r.name for r in shipped.rules] == [
         "go-sumdb-via-proxy", "go-proxy", "go-sumdb", "npm", "pypi-simple", "pypi-files",
-        "docker-hub", "maven-central", "crates-index", "crates-files", "rubygems", "debian",
+        "docker-hub", "docker-hub-auth", "maven-central", "crates-index", "crates-files", "rubygems", "debian",
         "debian-security", "ubuntu", "ubuntu-ports", "alpine", "conda", "huggingface",
     ]
 
@@ -89,6 +89,7 @@ def test_shipped_rules_names(shipped):
     ("https://pypi.org/simple/requests/", "pypi-simple"),
     ("https://files.pythonhosted.org/packages/f9/9b/x/requests-2.32.3-py3-none-any.whl", "pypi-files"),
     ("https://registry-1.docker.io/v2/library/alpine/manifests/latest", "docker-hub"),
+    ("https://auth.docker.io/token?service=registry.docker.io&scope=repository:library/alpine:pull", "docker-hub-auth"),
     ("https://repo1.maven.org/maven2/junit/junit/4.13.2/junit-4.13.2.pom", "maven-central"),
     ("https://repo.maven.apache.org/maven2/junit/junit/4.13.2/junit-4.13.2.pom", "maven-central"),
     ("https://index.crates.io/se/rd/serde", "crates-index"),
@@ -116,8 +117,8 @@ def test_shipped_rules_every_cn_mirror_list_is_non_empty(shipped):
     for rule in shipped.rules:
         if "cn" in rule.mirrors:
             assert len(rule.mirrors_for("cn")) >= 1, rule.name
-    # Every shipped rule has cn mirrors; none has mirrors for "direct".
-    assert [r.name for r in shipped.rules if not r.mirrors_for("cn")] == []
+    # Every shipped rule but the token service has cn mirrors; none has mirrors for "direct".
+    assert [r.name for r in shipped.rules if not r.mirrors_for("cn")] == ["docker-hub-auth"]
     assert [r.name for r in shipped.rules if r.mirrors_for("direct")] == []
 
 

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from cachetools import LRUCache, TTLCache
+from multidict import CIMultiDict
 
 from mirrorgate import protocols, routing
 from mirrorgate.cache import codings, policy
@@ -91,6 +92,15 @@ class TrustedFetch:
 def _rewrite_at(proto: Protocol, path: str, ctx: RewriteContext, page_url: str, content_type: str,
                 body: bytes) -> bytes | None:
     return proto.rewrite(path, content_type, body, replace(ctx, page_url=page_url))
+
+
+def _whole_body_request(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    """A range request's headers, asking for the whole body instead. A client that asked
+    for a range and named no content-coding expects raw bytes: Ruby's Net::HTTP, for one,
+    decodes only a coding it offered itself, and offers none with a Range."""
+    out = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in ("range", "if-range"))
+    out.setdefault("Accept-Encoding", "identity")
+    return out
 
 
 class RelayServer:
@@ -176,6 +186,8 @@ class RelayServer:
             await out.write(local.body if request.method != "HEAD" else b"")
             await out.write_eof()
             return out
+        if proto is not None and "Range" in request.headers and proto.serves_whole(remainder):
+            request = request.clone(headers=_whole_body_request(request.headers))
         options = dict(rule.protocol_options)
         expect = None
         if proto is not None and proto.checks(remainder):

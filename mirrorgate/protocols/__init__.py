@@ -145,6 +145,14 @@ class Protocol:
     def local_answer(self, path: str) -> LocalAnswer | None:
         return None
 
+    def serves_whole(self, path: str) -> bool:
+        """Whether a Range request at this path is answered with the whole body: a 200
+        from one upstream or the cache, with that source's own validators (or a 304).
+        For files that clients extend by range and then check whole against the ETag
+        (RubyGems' compact index), where bytes appended from another source than the
+        client's copy would not fit."""
+        return False
+
     def prefers_origin(self, path: str) -> bool:
         """Whether the origin is asked first, mirrors only when it fails: for mutable
         pointers whose freshness decides what the mirrors are asked for."""

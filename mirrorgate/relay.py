@@ -247,11 +247,46 @@ class RelayServer:
                 body += chunk
                 if len(body) > MAX_CHECK_DOCUMENT:
                     return None
-            return codings.decode(bytes(body), opened.headers.get("Content-Encoding", ""))
+            coding = opened.headers.get("Content-Encoding", "")
+            if coding in ("", "identity"):
+                await self._keep_fetched(rule, url, response_headers(opened, False), bytes(body))
+            return codings.decode(bytes(body), coding)
         except (UpstreamFailure, ValueError, zlib.error):
             return None
         finally:
             opened.release()
+
+    async def _keep_fetched(self, rule, url: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        """Keep a document a check fetched from the rule's own origin when the rule keeps
+        it as an artifact (a Maven checksum file, read to check the jar, is the next thing
+        Maven asks for): the client then gets a hit, not a second trip to the origin.
+        Artifacts only: they are keyed by URL alone and never revalidated."""
+        store = self._store()
+        if store is None or rule.cache is None or "?" in url or url in self.fills:
+            return
+        for prefix in rule.match:
+            below = prefix.remainder(url[len(prefix.origin):]) if url.startswith(prefix.origin + "/") else None
+            if below:
+                break
+        else:
+            return
+        if (policy.classify(rule.cache, below) != "artifact" or not policy.storable(200, headers, from_origin=True)
+                or store.lookup(url) is not None):
+            return
+        writer = store.begin(len(body))
+        if writer is None:
+            return
+        try:
+            writer.write(body)
+            await asyncio.to_thread(writer.sync)
+            now = time.time()
+            store.publish(writer, Entry(url, url, "artifact", 200, tuple(headers), len(body), now, now,
+                                        str(Hop("origin", prefix.url))))
+        except OSError as e:
+            log.info("%s: could not keep %s: %s", rule.name, url, e)
+            writer.discard()
+        finally:
+            writer.close()
 
     def _bad_bytes(self, rule, hop: Hop) -> None:
         if hop.kind == "mirror":

@@ -73,6 +73,17 @@ class Router:
             trace.route = f"origin-only ({found.reason})"
             req.stream = True
             return
+        if found.kind == "private":
+            # Straight to the private registry (or the origin), credentials and all; never
+            # a mirror, never the shared cache.
+            if found.registry is not None:
+                trace.upstream = Hop("private", found.registry.url)
+                req.url = routing.map_url(found.prefix, found.registry, req.path)
+            else:
+                trace.upstream = Hop("origin", found.prefix.url)
+            trace.route = found.reason
+            req.stream = True
+            return
         try:
             await asyncio.wait_for(self.relay.ready.wait(), RELAY_READY_TIMEOUT)
         except TimeoutError:
@@ -90,5 +101,5 @@ class Router:
         if n is None:
             return
         flow.response.stream = n.count
-        if n.route == "origin" and n.trace is not None:
+        if n.route in ("origin", "private") and n.trace is not None:
             flow.response.headers[HEADER] = n.trace.header()

@@ -25,7 +25,7 @@ RELAYED_METHODS = ("GET", "HEAD")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
-RouteKind = Literal["relay", "origin", "reject"]
+RouteKind = Literal["relay", "origin", "private", "reject"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ class Route:
     kind: RouteKind
     rule: Rule
     prefix: Prefix
-    reason: str = ""  # why "origin" or "reject"
+    reason: str = ""  # why "origin", "private" or "reject"
+    registry: Prefix | None = None  # for "private": where it goes (None: the origin)
 
 
 def split_query(path: str) -> tuple[str, str]:
@@ -84,11 +85,15 @@ def route(rules: RuleSet, facts: RequestFacts) -> Route | None:
     problem = path_problem(facts.path)
     if problem:
         return Route("reject", rule, prefix, problem)
+    rest = prefix.remainder(bare) or "/"
+    for private in rule.private:
+        # Every method: a private package is published to, and read from, its own registry.
+        if (pattern := private.matches(rest)) is not None:
+            return Route("private", rule, prefix, f"private {pattern.text}", private.registry)
     if facts.method not in RELAYED_METHODS:
         return Route("origin", rule, prefix, f"method {facts.method}")
     if facts.has_credentials:
         return Route("origin", rule, prefix, "credentials")
-    rest = prefix.remainder(bare) or "/"
     for p in rule.origin_only:
         if rest == p or rest.startswith(p + "/"):
             return Route("origin", rule, prefix, "origin_only")

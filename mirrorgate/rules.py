@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 
@@ -137,6 +137,21 @@ class CachePolicy:
 
 
 @dataclass(frozen=True)
+class Private:
+    """Paths below a rule's prefix that are private packages (an npm scope, a Go module
+    prefix, a PyPI project): they go to `registry` (default: the origin), never to a
+    mirror or the shared cache. Patterns match the path as sent and percent-decoded, so
+    `/@corp/**` also covers npm's `/@corp%2fname`."""
+
+    paths: tuple[PathPattern, ...]
+    registry: Prefix | None = None
+
+    def matches(self, path: str) -> PathPattern | None:
+        decoded = unquote(path)
+        return next((p for p in self.paths if p.matches(path) or p.matches(decoded)), None)
+
+
+@dataclass(frozen=True)
 class Rule:
     name: str
     match: tuple[Prefix, ...]
@@ -149,6 +164,7 @@ class Rule:
     cache: CachePolicy | None = None
     protocol: str | None = None  # a name in mirrorgate.protocols.KNOWN
     protocol_options: Mapping[str, str] = field(default_factory=dict)
+    private: tuple[Private, ...] = ()
 
     def mirrors_for(self, profile: str) -> tuple[Prefix, ...]:
         return self.mirrors.get(profile, ())
@@ -395,7 +411,7 @@ class _Parser:
     def rule(self, node: yaml.Node, key: str, profiles: Mapping[str, str], timeouts: Timeouts,
              fallback: frozenset[str], circuit: CircuitPolicy) -> Rule:
         f = self.mapping(node, key, ("name", "match", "mirrors", "origin_only", "fallback_on", "timeouts", "circuit",
-                                     "cache", "protocol"))
+                                     "cache", "protocol", "private"))
         for required in ("name", "match"):
             if required not in f:
                 raise self.fail(node, f"{key}.{required}", "missing required key")
@@ -452,7 +468,25 @@ class _Parser:
             where=f"{self.filename}:{node.start_mark.line + 1}",
             cache=self.cache(f["cache"], f"{key}.cache") if "cache" in f else None,
             **(self.protocol(f["protocol"], f"{key}.protocol") if "protocol" in f else {}),
+            private=self.private(f["private"], f"{key}.private", match) if "private" in f else (),
         )
+
+    def private(self, node: yaml.Node, key: str, match: list[Prefix]) -> tuple[Private, ...]:
+        """`private: [{paths: [/@corp/**], registry: https://npm.corp.example/}, …]`."""
+        out = []
+        for j, n in enumerate(self.sequence(node, key)):
+            f = self.mapping(n, f"{key}[{j}]", ("paths", "registry"))
+            if "paths" not in f:
+                raise self.fail(n, f"{key}[{j}].paths", "missing required key")
+            paths = self.patterns(f["paths"], f"{key}[{j}].paths")
+            if not paths:
+                raise self.fail(f["paths"], f"{key}[{j}].paths", "give at least one path pattern")
+            registry = self.prefix(f["registry"], f"{key}[{j}].registry") if "registry" in f else None
+            if registry is not None and registry in match:
+                raise self.fail(f["registry"], f"{key}[{j}].registry",
+                                f"{registry.url} is the origin itself; leave registry out to mean the origin")
+            out.append(Private(paths, registry))
+        return tuple(out)
 
     def protocol(self, node: yaml.Node, key: str) -> dict:
         """`protocol: npm`, or `protocol: {name: pypi-simple, files: https://…/packages/}`."""

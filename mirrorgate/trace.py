@@ -6,7 +6,7 @@ Header grammar (stable; tooling parses it):
     X-Mirrorgate: rule=<name>; upstream=<kind>:<url>[; cache=<state>][; fallback=<step>, <step>…]
                   [; skipped=<kind>:<url> circuit-open, …][; route=<note>]
 
-where <kind> is `mirror` or `origin`, and a <step> is `<kind>:<url> <cause>` with
+where <kind> is `mirror`, `origin` or `private` (a rule's private registry), and a <step> is `<kind>:<url> <cause>` with
 <cause> a failure kind (`connect_error`, `timeout`, …) or an HTTP status. `upstream=none`
 means no upstream answered and Mirrorgate itself produced the response; `upstream=cache`
 that the body came from the cache. <state> is HIT, MISS, STALE or REVALIDATED, present
@@ -22,7 +22,7 @@ HEADER = "X-Mirrorgate"
 
 @dataclass(frozen=True)
 class Hop:
-    kind: str  # "mirror" | "origin"
+    kind: str  # "mirror" | "origin" | "private"
     url: str
 
     def __str__(self) -> str:

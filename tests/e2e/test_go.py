@@ -46,7 +46,7 @@ class GoProxy:
                 f.serve(m.url(".mod"), m.mod)
                 f.serve(m.url(".zip"), m.zip, headers={"Content-Type": "application/zip"})
 
-    def rules(self, mirror_url: str | None = None) -> str:
+    def rules(self, mirror_url: str | None = None, extra: str = "") -> str:
         return f"""\
 version: 1
 profiles: {{test: ""}}
@@ -67,15 +67,15 @@ rules:
       metadata: ["/**/@v/list", "/**/@latest"]
       artifacts: ["/**/@v/*.zip", "/**/@v/*.mod", 're:/.+/@v/v[0-9]+\\.[0-9]+\\.[0-9]+\\.info']
       ttl: 1m
-"""
+{extra}"""
 
 
-def go_mod_download(p, pki, tmp_path, origin_url: str) -> None:
+def go_mod_download(p, pki, tmp_path, origin_url: str, modules=MODULES) -> None:
     work = tmp_path / "app"
     work.mkdir()
     (work / "go.mod").write_text("module app.example/app\n\ngo 1.19\n\nrequire (\n"
-                                 + "".join(f"\t{m.path} {m.version}\n" for m in MODULES) + ")\n")
-    (work / "go.sum").write_text("".join(m.gosum for m in MODULES))
+                                 + "".join(f"\t{m.path} {m.version}\n" for m in modules) + ")\n")
+    (work / "go.sum").write_text("".join(m.gosum for m in modules))
     bundle = p.trust_bundle(pki.ca, tmp_path / "cas.pem")
     env = {**clean_env(), "HOME": str(tmp_path), "GOPATH": str(tmp_path / "gopath"),
            "GOCACHE": str(tmp_path / "gocache"), "GOFLAGS": "-modcacherw", "GOPROXY": origin_url,
@@ -84,8 +84,8 @@ def go_mod_download(p, pki, tmp_path, origin_url: str) -> None:
     out = subprocess.run(["go", "mod", "download", "-x"], cwd=work, capture_output=True, text=True, env=env,
                          timeout=WAIT * 4)
     assert out.returncode == 0, out.stdout + out.stderr + "\n--- proxy ---\n" + p.text()[-3000:]
-    assert (work / "go.sum").read_text() == "".join(m.gosum for m in MODULES)  # go.sum stays canonical
-    for m in MODULES:
+    assert (work / "go.sum").read_text() == "".join(m.gosum for m in modules)  # go.sum stays canonical
+    for m in modules:
         name = m.path.rsplit("/", 1)[-1]
         assert (tmp_path / "gopath" / "pkg" / "mod" / f"{m.path}@{m.version}" / f"{name}.go").exists()
 

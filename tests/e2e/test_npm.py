@@ -39,7 +39,7 @@ class Npm:
                               headers={"Location": f"{self.cdn.url}packages{p.tarball_path}"})
             self.cdn.serve(f"/packages{p.tarball_path}", p.tarball)
 
-    def rules(self, mirror_url: str | None = None) -> str:
+    def rules(self, mirror_url: str | None = None, extra: str = "") -> str:
         return f"""\
 version: 1
 profiles: {{test: ""}}
@@ -57,10 +57,10 @@ rules:
       artifacts: ["/**/-/*.tgz"]
       ttl: 5m
       vary: [Accept]
-"""
+{extra}"""
 
 
-def npm_install(p, pki, tmp_path, registry: str, names=NAMES) -> dict:
+def npm_install(p, pki, tmp_path, registry: str, names=NAMES, npmrc: str = "") -> dict:
     """The real npm, configured only by what we pass: the machine's npmrc files (one sets
     a cafile, one omits resolved URLs) must not change what it does."""
     project = tmp_path / "project"
@@ -68,7 +68,7 @@ def npm_install(p, pki, tmp_path, registry: str, names=NAMES) -> dict:
     (project / "package.json").write_text(json.dumps(
         {"name": "app", "version": "1.0.0", "private": True, "dependencies": {n: "1.0.0" for n in names}}))
     bundle = p.trust_bundle(pki.ca, tmp_path / "cas.pem")
-    (tmp_path / "npmrc").write_text("")
+    (tmp_path / "npmrc").write_text(npmrc)
     (tmp_path / "npmrc-global").write_text("")
     env = {**clean_env(), "HOME": str(tmp_path), "NODE_EXTRA_CA_CERTS": str(bundle)}
     out = subprocess.run(

@@ -431,3 +431,37 @@ def test_success_and_redirects_never_fall_back_even_if_listed(outcome):
 ])
 def test_counts_against_mirror(outcome, expected):
     assert counts_against_mirror(outcome) is expected
+
+
+PRIVATE = parse_rules("""\
+version: 1
+profiles: {cn: China}
+default_profile: cn
+rules:
+  - name: npm
+    match: https://registry.npmjs.org/
+    mirrors:
+      cn: [https://registry.npmmirror.com/]
+    private:
+      - {paths: ["/@corp/**"], registry: "https://npm.corp.example/"}
+      - {paths: ["/internal-*"]}
+""", "rules/private.yaml")
+
+
+@pytest.mark.parametrize("path, method, creds, registry", [
+    ("/@corp%2fpkg", "GET", False, "https://npm.corp.example/"),
+    ("/@corp/pkg/-/pkg-1.0.0.tgz", "GET", False, "https://npm.corp.example/"),
+    ("/@corp%2fpkg", "PUT", True, "https://npm.corp.example/"),  # a publish goes there too
+    ("/internal-tools", "GET", False, None),
+])
+def test_private_paths_go_to_their_registry_whatever_the_method(path, method, creds, registry):
+    r = route(PRIVATE, facts(path, method=method, creds=creds))
+    assert r.kind == "private" and (r.registry.url if r.registry else None) == registry
+    assert r.reason.startswith("private /")
+    assert map_url(r.prefix, r.registry or r.prefix, path).startswith(registry or "https://registry.npmjs.org/")
+
+
+def test_public_paths_beside_private_ones_are_relayed():
+    assert route(PRIVATE, facts("/@corpx%2fpkg")).kind == "relay"
+    assert route(PRIVATE, facts("/left-pad")).kind == "relay"
+    assert route(PRIVATE, facts("/@corp/../x")).kind == "reject"  # refused before anything else

@@ -363,7 +363,7 @@ def test_unknown_rule_key_with_hint():
     """)
     assert error(text) == (
         "rules/x.yaml:9: rules[0].mirror: unknown key (allowed: name, match, mirrors, origin_only, fallback_on, "
-        "timeouts, circuit, cache, protocol); did you mean 'mirrors'?")
+        "timeouts, circuit, cache, protocol, private); did you mean 'mirrors'?")
 
 
 def test_unknown_rule_key_without_hint():
@@ -376,7 +376,7 @@ def test_unknown_rule_key_without_hint():
     """)
     assert error(text) == (
         "rules/x.yaml:11: rules[1].zzz: unknown key (allowed: name, match, mirrors, origin_only, fallback_on, "
-        "timeouts, circuit, cache, protocol)")
+        "timeouts, circuit, cache, protocol, private)")
 
 
 def test_unknown_key_in_timeouts_and_circuit():
@@ -858,3 +858,47 @@ def test_bad_cache_sections(cache, message):
           cache: {cache}
     """)
     assert error(text) == f"rules/x.yaml:9: {message}"
+
+
+# --------------------------------------------------------------------------------------
+# Private packages
+
+
+def test_private_patterns_parse():
+    rs = parse(doc("""
+        - name: npm
+          match: https://registry.npmjs.org/
+          private:
+            - paths: ["/@corp/**", "re:/internal-.*"]
+              registry: https://npm.corp.example/
+            - {paths: ["/secret-*"]}
+    """))
+    first, second = rs.rules[0].private
+    assert first.registry == Prefix("https", "npm.corp.example", 443, "")
+    assert [p.text for p in first.paths] == ["/@corp/**", "re:/internal-.*"]
+    assert second.registry is None
+    # Matched as sent and percent-decoded: npm asks for a scoped packument as /@corp%2fname.
+    assert first.matches("/@corp%2fname").text == "/@corp/**"
+    assert first.matches("/@corp/name/-/name-1.0.0.tgz") is not None
+    assert first.matches("/internal-tools") is not None
+    assert first.matches("/@corpx/name") is None and second.matches("/secret") is None
+
+
+@pytest.mark.parametrize("private, message", [
+    ("private: /@corp/**", "rules/x.yaml:9: rules[0].private: expected a list, got str '/@corp/**'"),
+    ("private: [{registry: 'https://p.example/'}]", "rules/x.yaml:9: rules[0].private[0].paths: missing required key"),
+    ("private: [{paths: []}]", "rules/x.yaml:9: rules[0].private[0].paths: give at least one path pattern"),
+    ("private: [{paths: ['@corp/*']}]",
+     "rules/x.yaml:9: rules[0].private[0].paths[0]: '@corp/*' must be a path glob starting with '/' or 're:<regex>'"),
+    ("private: [{paths: ['/@corp/**'], registry: 'https://a.example/'}]",
+     "rules/x.yaml:9: rules[0].private[0].registry: https://a.example/ is the origin itself; "
+     "leave registry out to mean the origin"),
+    ("private: [{paths: ['/x'], scope: corp}]", "rules/x.yaml:9: rules[0].private[0].scope: unknown key"),
+])
+def test_bad_private_patterns(private, message):
+    got = error(doc(f"""
+        - name: a
+          match: https://a.example/
+          {private}
+    """))
+    assert got.startswith(message), got

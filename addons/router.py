@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 from dataclasses import dataclass, field
 
-from mitmproxy import http
+from mitmproxy import connection, http
 
 from addons.rules import Rules
 from mirrorgate import routing
@@ -92,6 +92,14 @@ class Router:
         target = f"{found.prefix.origin}{req.path}"
         self.relay.pending[flow.id] = trace
         req.url = f"{self.relay.base_url}{req.path}"
+        if flow.server_conn.via is not None:
+            # Upstream mode: the hand-over to the relay is local, never via the parent
+            # proxy (the relay reaches upstreams through the parent itself). A new server
+            # connection object, as the current one may be shared by the client's other
+            # requests.
+            flow.server_conn = connection.Server(address=(req.host, req.port), via=None)
+            req.authority = ""
+            req.headers.pop("Proxy-Authorization", None)  # the parent's, added by upstream_auth
         req.headers[TARGET_HEADER] = target
         req.headers[SECRET_HEADER] = self.relay.secret
         req.headers[FLOW_HEADER] = flow.id

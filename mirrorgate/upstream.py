@@ -82,7 +82,12 @@ class Opened:
 
 
 class UpstreamClient:
-    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+    """`parent`: a corporate parent proxy (http://host:port) every fetch goes through,
+    with `parent_auth` as its Basic credentials."""
+
+    def __init__(self, ssl_context: ssl.SSLContext, parent: str | None = None,
+                 parent_auth: aiohttp.BasicAuth | None = None) -> None:
+        self._parent, self._parent_auth = parent, parent_auth
         trace = aiohttp.TraceConfig()
         trace.on_request_headers_sent.append(_headers_sent)
         self._session = aiohttp.ClientSession(
@@ -112,6 +117,8 @@ class UpstreamClient:
                     headers=headers,
                     allow_redirects=follow_redirects,
                     max_redirects=5,
+                    proxy=self._parent,
+                    proxy_auth=self._parent_auth,
                     timeout=aiohttp.ClientTimeout(total=None, connect=timeouts.connect,
                                                   sock_connect=timeouts.connect),
                     trace_request_ctx=ctx,

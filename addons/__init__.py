@@ -4,7 +4,7 @@
     Interception  decrypts only the hosts the rules name; tunnels the rest untouched
     Cache         owns the cache's storage and its options
     Relay         runs the relay: cache, mirror selection, fallback, timeouts, circuits, streaming
-    Admin         answers management requests (cache stats, purge) at http://mirrorgate/
+    Admin         answers http://mirrorgate/: the status page, /metrics, cache stats and purge
     Router        hands routed requests to the relay, or straight to their origin
     AccessLog     one JSON line per routed request
     Banner        prints the address, CA and environment once listening
@@ -26,5 +26,5 @@ def default_addons() -> list:
     rules = Rules()
     cache = Cache()
     relay = Relay(rules, cache)
-    return [rules, Interception(rules), cache, relay, Admin(cache, relay.server), Router(rules, relay.server),
-            AccessLog(), Banner()]
+    return [rules, Interception(rules), cache, relay, Admin(cache, relay.server, rules), Router(rules, relay.server),
+            AccessLog(relay.server.metrics), Banner()]

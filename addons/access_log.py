@@ -14,6 +14,7 @@ from mitmproxy import ctx, exceptions, http
 from addons.options import add_option
 
 from addons.router import note
+from mirrorgate.metrics import Metrics
 
 log = logging.getLogger("mirrorgate.access")
 
@@ -38,8 +39,11 @@ def access_record(flow: http.HTTPFlow, now: float) -> dict | None:
 
 
 class AccessLog:
-    def __init__(self) -> None:
+    """Also counts each record into the metrics: one source for both."""
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
         self._file: TextIO | None = None
+        self.metrics = metrics
 
     def load(self, loader) -> None:
         add_option(loader, "access_log", str, "-",
@@ -62,6 +66,8 @@ class AccessLog:
         record = access_record(flow, time.time())
         if record is None:
             return
+        if self.metrics is not None:
+            self.metrics.request(record)
         line = json.dumps(record, separators=(",", ":"))
         if self._file:
             self._file.write(line + "\n")

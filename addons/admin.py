@@ -5,6 +5,8 @@
     curl -x http://127.0.0.1:8080 -X POST 'http://mirrorgate/cache/purge?url=URL'
     curl -x http://127.0.0.1:8080 -X POST 'http://mirrorgate/cache/purge?prefix=URL-PREFIX'
     curl -x http://127.0.0.1:8080 -X POST 'http://mirrorgate/cache/purge?all=1'
+    curl -x http://127.0.0.1:8080 http://mirrorgate/metrics                    # Prometheus
+    http://mirrorgate/status in a browser whose proxy is Mirrorgate             # the status page
 
 Only clients in `admin_clients` may use it.
 """
@@ -21,6 +23,8 @@ from mitmproxy import ctx, exceptions, http
 from addons.options import add_option
 
 from addons.cache import Cache
+from addons.rules import Rules
+from mirrorgate import metrics, status
 from mirrorgate.relay import RelayServer
 
 ADMIN_HOST = "mirrorgate"
@@ -31,9 +35,10 @@ def _json(status: int, body: dict) -> http.Response:
 
 
 class Admin:
-    def __init__(self, cache: Cache, relay: RelayServer) -> None:
+    def __init__(self, cache: Cache, relay: RelayServer, rules: Rules) -> None:
         self.cache = cache
         self.relay = relay
+        self.rules = rules
         self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
 
     def load(self, loader) -> None:
@@ -71,6 +76,15 @@ class Admin:
     def answer(self, method: str, target: str) -> http.Response:
         parts = urlsplit(target)
         query = parse_qs(parts.query)
+        if parts.path in ("/metrics", "/status", "/"):
+            if method not in ("GET", "HEAD"):
+                return _json(405, {"error": "use GET"})
+            if parts.path == "/metrics":
+                return http.Response.make(200, self.relay.metrics.render(), {"Content-Type": metrics.CONTENT_TYPE})
+            ruleset, profile = self.rules.active()
+            page = status.render(ruleset, profile, self.relay.circuits.snapshot(), self.stats()["cache"])
+            return http.Response.make(200, page, {"Content-Type": "text/html; charset=utf-8",
+                                                  "Cache-Control": "no-store"})
         if parts.path == "/cache":
             if method != "GET":
                 return _json(405, {"error": "use GET"})
@@ -89,7 +103,8 @@ class Admin:
                 return _json(200, {"purged": store.purge(everything=True)})
             return _json(400, {"error": "say what to purge: ?url=URL, ?prefix=URL-PREFIX or ?all=1"})
         return _json(404, {"error": f"no such management path {parts.path!r}",
-                           "paths": ["GET /cache", "POST /cache/purge?url=|prefix=|all=1"]})
+                           "paths": ["GET /status", "GET /metrics", "GET /cache",
+                                     "POST /cache/purge?url=|prefix=|all=1"]})
 
     def stats(self) -> dict:
         store = self.cache.current()

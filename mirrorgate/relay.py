@@ -31,6 +31,7 @@ from mirrorgate.cache.fill import ALL_MIRRORS, Answered, Direct, Failed, Fill, F
 from mirrorgate.cache.policy import Entry
 from mirrorgate.cache.store import Store
 from mirrorgate.circuit import CircuitBoard
+from mirrorgate.metrics import Metrics
 from mirrorgate.rules import RuleSet
 from mirrorgate.protocols import Head, Protocol, RewriteContext
 from mirrorgate.trace import HEADER, Hop, Trace
@@ -115,6 +116,8 @@ class RelayServer:
         self.pending: TTLCache[str, Trace] = TTLCache(maxsize=100_000, ttl=300)
         self.fills: dict[str, Fill] = {}
         self.stats = CacheStats()
+        self.metrics = Metrics()
+        self.metrics.watch(circuits.snapshot, self._usage)
         self.protocols = protocols.registry()
         self._hot: LRUCache[tuple[str, float], bytes] = LRUCache(maxsize=HOT_BYTES, getsizeof=len)
         self._tasks: set[asyncio.Task] = set()
@@ -139,6 +142,10 @@ class RelayServer:
             task.cancel()
         if self._runner:
             await self._runner.cleanup()
+
+    def _usage(self) -> dict:
+        store = self._store()
+        return store.usage() if store is not None else {}
 
     @property
     def base_url(self) -> str:
@@ -321,10 +328,13 @@ class RelayServer:
             async def authorize(mirror_url: str, below: str, challenge: str | None) -> dict[str, str] | None:
                 return await proto.authorize(mirror_url, below, challenge, trusted)
 
+        def observe(hop: Hop, seconds: float | None, failure: str | None) -> None:
+            self.metrics.attempt(route.rule.name, str(hop), seconds, failure)
+
         async def go(headers: Mapping[str, str], extra: Mapping[str, str],
                      exclude: frozenset[str] = frozenset()) -> Walked:
             return await walk(self._client(), self.circuits, route.rule, route.prefix, path, profile, method,
-                              headers, extra, exclude, mirror_path, origin_first, authorize)
+                              headers, extra, exclude, mirror_path, origin_first, authorize, observe)
         return go
 
     # ---- without the cache ---------------------------------------------------------------

@@ -47,17 +47,20 @@ def forward_headers(headers: Mapping[str, str], to_mirror: bool) -> dict[str, st
 # Headers with which the proxy authenticates itself to a mirror: (mirror prefix URL,
 # path below it, the mirror's WWW-Authenticate challenge or None before any attempt).
 Authorize = Callable[[str, str, "str | None"], Awaitable["dict[str, str] | None"]]
+# Told of each attempt: (upstream, seconds to response headers, or the failure kind).
+Observe = Callable[[Hop, "float | None", "str | None"], None]
 
 
 async def walk(client: UpstreamClient, circuits: CircuitBoard, rule: Rule, origin: Prefix, path: str,
                profile: str, method: str, headers: Mapping[str, str],
                extra: Mapping[str, str] | None = None, exclude: frozenset[str] = frozenset(),
                mirror_path: str | None = None, origin_first: bool = False,
-               authorize: Authorize | None = None) -> Walked:
+               authorize: Authorize | None = None, observe: Observe | None = None) -> Walked:
     """`exclude`: mirror URLs already found wanting for this request (bad bytes), or
     "*" for all of them. `mirror_path`: the path to ask mirrors for, where their layout
     differs from the origin's. `origin_first`: the origin is tried first and mirrors
-    only stand in for it. `authorize`: how the proxy answers a mirror's own challenge."""
+    only stand in for it. `authorize`: how the proxy answers a mirror's own challenge.
+    `observe`: told of each attempt (metrics)."""
     result = Walked()
     candidates = [(Hop("mirror", m.url), m) for m in rule.mirrors_for(profile)
                   if m.url not in exclude and "*" not in exclude]
@@ -89,9 +92,13 @@ async def walk(client: UpstreamClient, circuits: CircuitBoard, rule: Rule, origi
                     opened.release()
                     opened = await client.open(method, url, {**sent, **auth}, rule.timeouts, follow_redirects=True)
                 outcome: routing.Outcome = opened.status
+                if observe is not None:
+                    observe(hop, time.monotonic() - started, None)
             except UpstreamFailure as f:
                 opened, outcome = None, f.kind
                 result.failures.append(f"{hop} {f.kind} ({f.detail})")
+                if observe is not None:
+                    observe(hop, None, f.kind)
             if circuit is not None:
                 if opened is None or routing.counts_against_mirror(outcome):
                     circuit.failed(time.monotonic())

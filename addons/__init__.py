@@ -1,5 +1,8 @@
 """Mirrorgate's mitmproxy addons, one job each, in the order they see a flow.
 
+    Gate          lets in only clients in client_allow; checks proxy credentials off the
+                  event loop and remembers them (added by mirrorgate/cli.py just before
+                  mitmproxy's proxyauth, ahead of the addons below)
     Rules         loads and validates the rules file; holds the active rules and profile
     Interception  decrypts only the hosts the rules name; tunnels the rest untouched
     Cache         owns the cache's storage and its options

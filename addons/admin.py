@@ -24,7 +24,7 @@ from addons.options import add_option
 
 from addons.cache import Cache
 from addons.rules import Rules
-from mirrorgate import metrics, status
+from mirrorgate import access, metrics, status
 from mirrorgate.relay import RelayServer
 
 ADMIN_HOST = "mirrorgate"
@@ -57,13 +57,7 @@ class Admin:
         self.networks = networks
 
     def _allowed(self, flow: http.HTTPFlow) -> bool:
-        try:
-            address = ipaddress.ip_address(flow.client_conn.peername[0])
-        except (TypeError, ValueError, IndexError):
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        return any(address in n for n in self.networks)
+        return access.allowed(access.client_address(flow.client_conn.peername), self.networks)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.request.host != ADMIN_HOST:

@@ -14,12 +14,19 @@ from mitmproxy.tools.dump import DumpMaster
 from mitmproxy.tools.main import run
 
 from addons import default_addons
+from addons.gate import Gate
 from addons.options import DECLARED
 
 
 class MirrorgateMaster(DumpMaster):
     def __init__(self, options, **kwargs) -> None:
         super().__init__(options, **kwargs)
+        # The gate decides before mitmproxy's proxyauth (and every later addon) sees a
+        # request: a client outside the allowlist is refused without a credential check,
+        # and proxyauth finds the credentials already verified off the event loop.
+        chain = self.addons.chain
+        pa = self.addons.get("proxyauth")
+        chain.insert(chain.index(pa) if pa in chain else 0, self.addons.register(Gate()))
         self.addons.add(*default_addons())
         # Defaults that the command line may still override: the access log replaces
         # mitmdump's per-flow lines, which would show relay hand-overs, not requests.

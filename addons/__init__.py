@@ -3,7 +3,8 @@
     Gate          lets in only clients in client_allow; checks proxy credentials off the
                   event loop and remembers them (added by mirrorgate/cli.py just before
                   mitmproxy's proxyauth, ahead of the addons below)
-    Rules         loads and validates the rules file; holds the active rules and profile
+    Rules         loads and validates the rules file, and reloads it when it changes; holds
+                  the active rules and profile
     Interception  decrypts only the hosts the rules name; tunnels the rest untouched
     Cache         owns the cache's storage and its options
     Relay         runs the relay: cache, mirror selection, fallback, timeouts, circuits, streaming

@@ -5,6 +5,7 @@
     curl -x http://127.0.0.1:8080 -X POST 'http://mirrorgate/cache/purge?url=URL'
     curl -x http://127.0.0.1:8080 -X POST 'http://mirrorgate/cache/purge?prefix=URL-PREFIX'
     curl -x http://127.0.0.1:8080 -X POST 'http://mirrorgate/cache/purge?all=1'
+    curl -x http://127.0.0.1:8080 -X POST http://mirrorgate/rules/reload       # read the rules file now
     curl -x http://127.0.0.1:8080 http://mirrorgate/metrics                    # Prometheus
     http://mirrorgate/status in a browser whose proxy is Mirrorgate             # the status page
 
@@ -59,13 +60,26 @@ class Admin:
     def _allowed(self, flow: http.HTTPFlow) -> bool:
         return access.allowed(access.client_address(flow.client_conn.peername), self.networks)
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.request.host != ADMIN_HOST:
             return
         if not self._allowed(flow):
             flow.response = _json(403, {"error": "this client may not manage Mirrorgate (see admin_clients)"})
             return
+        if urlsplit(flow.request.path).path == "/rules/reload":
+            flow.response = await self.reload_rules(flow.request.method)
+            return
         flow.response = self.answer(flow.request.method, flow.request.path)
+
+    async def reload_rules(self, method: str) -> http.Response:
+        """Read the rules file now; 422 with the file:line: key: problem message if it is
+        refused (the rules in force stay)."""
+        if method != "POST":
+            return _json(405, {"error": "use POST"})
+        error = await self.rules.reload("POST /rules/reload")
+        ruleset, profile = self.rules.active()
+        body = {"reloaded": error is None, "rules": ruleset.source, "count": len(ruleset.rules), "profile": profile}
+        return _json(200, body) if error is None else _json(422, {**body, "error": error})
 
     def answer(self, method: str, target: str) -> http.Response:
         parts = urlsplit(target)
@@ -76,7 +90,8 @@ class Admin:
             if parts.path == "/metrics":
                 return http.Response.make(200, self.relay.metrics.render(), {"Content-Type": metrics.CONTENT_TYPE})
             ruleset, profile = self.rules.active()
-            page = status.render(ruleset, profile, self.relay.circuits.snapshot(), self.stats()["cache"])
+            page = status.render(ruleset, profile, self.relay.circuits.snapshot(), self.stats()["cache"],
+                                 rules_error=self.rules.last_error)
             return http.Response.make(200, page, {"Content-Type": "text/html; charset=utf-8",
                                                   "Cache-Control": "no-store"})
         if parts.path == "/cache":
@@ -98,7 +113,7 @@ class Admin:
             return _json(400, {"error": "say what to purge: ?url=URL, ?prefix=URL-PREFIX or ?all=1"})
         return _json(404, {"error": f"no such management path {parts.path!r}",
                            "paths": ["GET /status", "GET /metrics", "GET /cache",
-                                     "POST /cache/purge?url=|prefix=|all=1"]})
+                                     "POST /cache/purge?url=|prefix=|all=1", "POST /rules/reload"]})
 
     def stats(self) -> dict:
         store = self.cache.current()

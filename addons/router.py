@@ -11,7 +11,7 @@ from mitmproxy import connection, http
 
 from addons.rules import Rules
 from mirrorgate import routing
-from mirrorgate.relay import FLOW_HEADER, SECRET_HEADER, TARGET_HEADER, RelayServer
+from mirrorgate.relay import FLOW_HEADER, SECRET_HEADER, TARGET_HEADER, Handover, RelayServer
 from mirrorgate.trace import HEADER, Hop, Trace
 
 # How long a request waits for the relay to come up at start-up.
@@ -48,7 +48,7 @@ class Router:
             method=req.method, scheme=req.scheme, host=req.host, port=req.port, path=req.path,
             has_credentials=any(h in req.headers for h in routing.CREDENTIAL_HEADERS),
         )
-        ruleset, _ = self.rules.active()
+        ruleset, profile = self.rules.active()
         found = routing.route(ruleset, facts)
         if found is not None and found.kind == "origin" and found.reason == "credentials":
             # A registry token the proxy saw issued anonymously is no credential: the
@@ -90,7 +90,7 @@ class Router:
             flow.response = http.Response.make(503, b"Mirrorgate is still starting.\n")
             return
         target = f"{found.prefix.origin}{req.path}"
-        self.relay.pending[flow.id] = trace
+        self.relay.pending[flow.id] = Handover(trace, ruleset, profile)
         req.url = f"{self.relay.base_url}{req.path}"
         if flow.server_conn.via is not None:
             # Upstream mode: the hand-over to the relay is local, never via the parent

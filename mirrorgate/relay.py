@@ -104,6 +104,17 @@ def _whole_body_request(headers: Mapping[str, str]) -> CIMultiDict[str]:
     return out
 
 
+@dataclass(frozen=True)
+class Handover:
+    """What the Router routed a flow by: its trace, and the rules and profile in force
+    then. The relay serves the flow by the same rules, so that a reload between the
+    hand-over and here cannot change a request's rule half-way (or fail it)."""
+
+    trace: Trace
+    rules: RuleSet
+    profile: str
+
+
 class RelayServer:
     def __init__(self, rules: Callable[[], tuple[RuleSet, str]], client: Callable[[], UpstreamClient],
                  circuits: CircuitBoard, store: Callable[[], Store | None] = lambda: None) -> None:
@@ -113,7 +124,7 @@ class RelayServer:
         self.circuits = circuits
         self.secret = secrets.token_urlsafe(24)
         # Traces the Router created for flows on their way here; the relay fills them in.
-        self.pending: TTLCache[str, Trace] = TTLCache(maxsize=100_000, ttl=300)
+        self.pending: TTLCache[str, Handover] = TTLCache(maxsize=100_000, ttl=300)
         self.fills: dict[str, Fill] = {}
         self.stats = CacheStats()
         self.metrics = Metrics()
@@ -155,18 +166,18 @@ class RelayServer:
         if not secrets.compare_digest(request.headers.get(SECRET_HEADER, ""), self.secret):
             return web.Response(status=403, text="This port is Mirrorgate's internal relay, not a proxy.\n")
         target = request.headers.get(TARGET_HEADER, "")
-        trace = self.pending.pop(request.headers.get(FLOW_HEADER, ""), None)
-        ruleset, profile = self._rules()
+        handover = self.pending.pop(request.headers.get(FLOW_HEADER, ""), None)
+        ruleset, profile = (handover.rules, handover.profile) if handover else self._rules()
         parts = urlsplit(target)
         path = target[len(f"{parts.scheme}://{parts.netloc}"):] or "/"
         default_port = 443 if parts.scheme == "https" else 80
         found = routing.route(ruleset, routing.RequestFacts(
             request.method, parts.scheme, parts.hostname or "", parts.port or default_port, path, False))
         if found is None or found.kind != "relay":
-            # Only after a rules reload that removed the rule between hand-over and here.
+            # Only for a flow whose hand-over was forgotten (after 300 s), after a reload
+            # that removed its rule.
             return web.Response(status=502, text=f"Mirrorgate: no rule routes {target} any more.\n")
-        if trace is None:
-            trace = Trace(found.rule.name)
+        trace = handover.trace if handover else Trace(found.rule.name)
         return await self._serve(request, found, path, profile, trace)
 
     # ---- dispatch --------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def mirror_health(circuit: Circuit | None, now: float) -> tuple[str, str, str]:
 
 
 def render(rules: RuleSet, profile: str, circuits: Mapping[str, Circuit], cache: Mapping,
-           now: float | None = None) -> str:
+           now: float | None = None, rules_error: str | None = None) -> str:
     now = time.monotonic() if now is None else now
     rows = []
     for rule in rules.rules:
@@ -81,6 +81,8 @@ def render(rules: RuleSet, profile: str, circuits: Mapping[str, Circuit], cache:
 <body>
 <h1>Mirrorgate status</h1>
 <p>Rules from <code>{escape(str(rules.source))}</code>, profile <b>{escape(profile)}</b>.</p>
+{f'<p class="bad">The last edit of the rules was refused; the rules above stay in force: {escape(rules_error)}</p>'
+ if rules_error else ""}
 <h2>Cache</h2>
 <table id="cache">{"".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in cache_rows)}</table>
 <h2>Rules and mirrors</h2>

@@ -36,7 +36,7 @@ from mirrorgate.rules import RuleSet
 from mirrorgate.protocols import Head, Protocol, RewriteContext
 from mirrorgate.trace import HEADER, Hop, Trace
 from mirrorgate.upstream import Opened, UpstreamClient, UpstreamFailure
-from mirrorgate.walk import Walked, response_headers, walk
+from mirrorgate.walk import Plan, Walked, response_headers, walk
 
 log = logging.getLogger("mirrorgate.relay")
 
@@ -326,26 +326,33 @@ class RelayServer:
         task.add_done_callback(self._tasks.discard)
 
     def _walker(self, route: routing.Route, path: str, profile: str, method: str):
-        mirror_path, origin_first, authorize = None, False, None
+        def observe(hop: Hop, seconds: float | None, failure: str | None) -> None:
+            self.metrics.attempt(route.rule.name, str(hop), seconds, failure)
+
+        plan = Plan(observe=observe)
         proto = self.protocols.get(route.rule.protocol) if route.rule.protocol else None
         if proto is not None:
             bare, query = routing.split_query(path)
             rest = route.prefix.remainder(bare) or "/"
-            if (mapped := proto.mirror_path(rest)) != rest:
-                mirror_path = route.prefix.path + mapped + query
-            origin_first = proto.prefers_origin(rest)
+            mapped = proto.mirror_path(rest)
             trusted = TrustedFetch(self, route.rule)
 
             async def authorize(mirror_url: str, below: str, challenge: str | None) -> dict[str, str] | None:
                 return await proto.authorize(mirror_url, below, challenge, trusted)
 
-        def observe(hop: Hop, seconds: float | None, failure: str | None) -> None:
-            self.metrics.attempt(route.rule.name, str(hop), seconds, failure)
+            def rewrite_headers(mirror_url: str, page_url: str, status: int,
+                                headers: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+                return proto.rewrite_headers(rest, status, headers, page_url, mirror_url, route.prefix.url)
+
+            plan = Plan(mirror_path=route.prefix.path + mapped + query if mapped != rest else None,
+                        origin_first=proto.prefers_origin(rest), authorize=authorize, observe=observe,
+                        follow_mirror_redirects=proto.follows_redirects(rest, method),
+                        rewrite_headers=rewrite_headers)
 
         async def go(headers: Mapping[str, str], extra: Mapping[str, str],
                      exclude: frozenset[str] = frozenset()) -> Walked:
             return await walk(self._client(), self.circuits, route.rule, route.prefix, path, profile, method,
-                              headers, extra, exclude, mirror_path, origin_first, authorize, observe)
+                              headers, extra, exclude, plan)
         return go
 
     # ---- without the cache ---------------------------------------------------------------

@@ -12,8 +12,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from mirrorgate import routing
 from mirrorgate.circuit import CircuitBoard
+from mirrorgate.protocols import RewriteError
 from mirrorgate.rules import Prefix, Rule
 from mirrorgate.trace import Hop
 from mirrorgate.upstream import HOP_BY_HOP, Opened, UpstreamClient, UpstreamFailure
@@ -49,18 +52,31 @@ def forward_headers(headers: Mapping[str, str], to_mirror: bool) -> dict[str, st
 Authorize = Callable[[str, str, "str | None"], Awaitable["dict[str, str] | None"]]
 # Told of each attempt: (upstream, seconds to response headers, or the failure kind).
 Observe = Callable[[Hop, "float | None", "str | None"], None]
+# A mirror's response headers as the client should see them: (mirror prefix URL, the URL
+# it answered at, status, headers) -> new headers or None; raises RewriteError.
+RewriteHeaders = Callable[[str, str, int, "list[tuple[str, str]]"], "list[tuple[str, str]] | None"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one request walks, beyond the rule itself: what its protocol asks for."""
+
+    mirror_path: str | None = None  # the path to ask mirrors for, where their layout differs
+    origin_first: bool = False  # the origin is tried first; mirrors only stand in for it
+    authorize: Authorize | None = None  # how the proxy answers a mirror's own challenge
+    observe: Observe | None = None  # told of each attempt (metrics)
+    follow_mirror_redirects: bool = True  # False: a mirror's redirect is handed to the client
+    rewrite_headers: RewriteHeaders | None = None  # what a mirror's accepted answer's headers become
 
 
 async def walk(client: UpstreamClient, circuits: CircuitBoard, rule: Rule, origin: Prefix, path: str,
                profile: str, method: str, headers: Mapping[str, str],
                extra: Mapping[str, str] | None = None, exclude: frozenset[str] = frozenset(),
-               mirror_path: str | None = None, origin_first: bool = False,
-               authorize: Authorize | None = None, observe: Observe | None = None) -> Walked:
+               plan: Plan = Plan()) -> Walked:
     """`exclude`: mirror URLs already found wanting for this request (bad bytes), or
-    "*" for all of them. `mirror_path`: the path to ask mirrors for, where their layout
-    differs from the origin's. `origin_first`: the origin is tried first and mirrors
-    only stand in for it. `authorize`: how the proxy answers a mirror's own challenge.
-    `observe`: told of each attempt (metrics)."""
+    "*" for all of them."""
+    mirror_path, origin_first, authorize, observe = plan.mirror_path, plan.origin_first, plan.authorize, plan.observe
+    follow_mirror_redirects, rewrite_headers = plan.follow_mirror_redirects, plan.rewrite_headers
     result = Walked()
     candidates = [(Hop("mirror", m.url), m) for m in rule.mirrors_for(profile)
                   if m.url not in exclude and "*" not in exclude]
@@ -84,13 +100,15 @@ async def walk(client: UpstreamClient, circuits: CircuitBoard, rule: Rule, origi
                 below = origin.remainder(routing.split_query(asked)[0]) or "/"
                 if is_mirror and authorize is not None and (auth := await authorize(upstream.url, below, None)):
                     sent.update(auth)
-                opened = await client.open(method, url, sent, rule.timeouts, follow_redirects=is_mirror)
+                opened = await client.open(method, url, sent, rule.timeouts,
+                                           follow_redirects=is_mirror and follow_mirror_redirects)
                 if (is_mirror and authorize is not None and opened.status == 401
                         and (challenge := opened.headers.get("WWW-Authenticate"))
                         and (auth := await authorize(upstream.url, below, challenge))):
                     # The mirror's own token, not the client's: ask once more with it.
                     opened.release()
-                    opened = await client.open(method, url, {**sent, **auth}, rule.timeouts, follow_redirects=True)
+                    opened = await client.open(method, url, {**sent, **auth}, rule.timeouts,
+                                               follow_redirects=follow_mirror_redirects)
                 outcome: routing.Outcome = opened.status
                 if observe is not None:
                     observe(hop, time.monotonic() - started, None)
@@ -116,6 +134,20 @@ async def walk(client: UpstreamClient, circuits: CircuitBoard, rule: Rule, origi
                 result.fallbacks.append((hop, str(outcome)))
                 log.info("%s: %s failed for %s (%s); falling back", rule.name, hop, url, outcome)
                 continue
+            if is_mirror and opened is not None and rewrite_headers is not None:
+                try:
+                    rewritten = rewrite_headers(upstream.url, str(opened.response.url), opened.status,
+                                                list(opened.headers.items()))
+                except RewriteError as e:
+                    # A mirror's answer that cannot be made to name the origin is no answer.
+                    opened.release()
+                    result.failures.append(f"{hop} rewrite_error ({e})")
+                    result.fallbacks.append((hop, "rewrite_error"))
+                    log.info("%s: %s answered %s with headers that cannot be made canonical: %s",
+                             rule.name, hop, url, e)
+                    continue
+                if rewritten is not None:
+                    opened.headers = CIMultiDictProxy(CIMultiDict(rewritten))
             if opened is not None:
                 result.hop, result.opened = hop, opened
             return result  # an answer, or a failure the rule does not fall back on

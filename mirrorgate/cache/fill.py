@@ -198,6 +198,8 @@ async def _fill(fill: Fill, req: FillRequest, store: Store, walker: Walker,
         extra["Accept-Encoding"] = "gzip"  # a coding the rewrite can undo
     headers = {k: v for k, v in req.headers.items() if k.lower() not in CLIENT_CONDITIONALS}
     expectation = await req.expect() if req.expect is not None else None
+    if expectation is not None:
+        extra["Accept-Encoding"] = "identity"  # a digest names the file's bytes, not a coding of them
     excluded: set[str] = set()
     failures: list[str] = []
     while True:

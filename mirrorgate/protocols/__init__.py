@@ -12,7 +12,10 @@ A rule names its protocol (`protocol: npm`). A protocol may
 - turn a request for a mutable name into one for immutable content (`resolve`: a tag
   into a digest);
 - answer a mirror's own authentication challenge (`authorize`), and tell an anonymous
-  registry token from a credential (`anonymous`, fed by `observe`).
+  registry token from a credential (`anonymous`, fed by `observe`);
+- pass a mirror's redirect on to the client instead of following it
+  (`follows_redirects`), and make the URLs in a mirror's response headers name the
+  origin (`rewrite_headers`).
 
 Hooks are pure functions of their arguments except where they fetch through the
 `Trusted` they are given; registries without special needs have no protocol.
@@ -175,6 +178,22 @@ class Protocol:
 
     def observe(self, path: str, request_headers: dict, status: int, body: bytes) -> None:
         """Sees a small origin response (a token) on its way to the client."""
+
+    def follows_redirects(self, path: str, method: str) -> bool:
+        """Whether a mirror's redirect is followed inside the proxy (the client sees where
+        it leads) rather than passed on to the client, after `rewrite_headers`: False for
+        requests whose client reads metadata off the redirect itself. The origin's
+        redirects always reach the client."""
+        return True
+
+    def rewrite_headers(self, path: str, status: int, headers: list[tuple[str, str]], page_url: str,
+                        mirror_url: str, origin_url: str) -> list[tuple[str, str]] | None:
+        """A mirror's response headers as the client should see them (a `Location` or
+        `Link` naming the mirror made to name the origin), or None to keep them.
+        `page_url`: the URL the mirror answered at (relative references resolve against
+        it); `mirror_url`, `origin_url`: the rule's prefixes. Raises RewriteError when
+        they cannot be made canonical: the next upstream serves instead."""
+        return None
 
     async def authorize(self, mirror_url: str, path: str, challenge: str | None,
                         fetch: Trusted) -> dict[str, str] | None:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from mirrorgate.circuit import CircuitBoard, State
 from mirrorgate.rules import parse_rules
-from mirrorgate.walk import walk
+from mirrorgate.walk import Plan, walk
 
 RULE = parse_rules("""
 version: 1
@@ -66,10 +66,10 @@ class ChallengingClient(StubClient):
 
 def test_the_origin_goes_first_for_a_mutable_pointer():
     client = StubClient({"origin.example": 200, "a.example": 200})
-    w = asyncio.run(walk(client, CircuitBoard(), RULE, RULE.match[0], "/tag", "p", "GET", {}, origin_first=True))
+    w = asyncio.run(walk(client, CircuitBoard(), RULE, RULE.match[0], "/tag", "p", "GET", {}, plan=Plan(origin_first=True)))
     assert w.hop.kind == "origin" and client.asked == ["https://origin.example/tag"]
     client.statuses["origin.example"] = 503  # the origin is down: mirrors stand in
-    w = asyncio.run(walk(client, CircuitBoard(), RULE, RULE.match[0], "/tag", "p", "GET", {}, origin_first=True))
+    w = asyncio.run(walk(client, CircuitBoard(), RULE, RULE.match[0], "/tag", "p", "GET", {}, plan=Plan(origin_first=True)))
     assert w.hop.url == "https://a.example/"
 
 
@@ -82,7 +82,7 @@ def test_a_mirror_challenge_is_answered_with_the_proxys_token_never_the_clients(
         return {"Authorization": "Bearer mirror-token"} if challenge else None
 
     w = asyncio.run(walk(client, CircuitBoard(), RULE, RULE.match[0], "/lib/x/blobs/d", "p", "GET",
-                         {"Authorization": "Bearer client-token"}, authorize=authorize))
+                         {"Authorization": "Bearer client-token"}, plan=Plan(authorize=authorize)))
 
     assert w.hop.url == "https://a.example/" and w.opened.status == 200
     assert asked == [("https://a.example/", "/lib/x/blobs/d", None),

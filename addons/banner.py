@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
-import ssl
 from pathlib import Path
 
-import certifi
 from mitmproxy import ctx
 
+from mirrorgate.clientenv import BUNDLE_NAME, bundle_text, system_roots
+
 log = logging.getLogger("mirrorgate")
-
-BUNDLE_NAME = "mirrorgate-ca-bundle.pem"
-
-
-def system_roots() -> Path:
-    """The machine's trust store file if it has one, else certifi's."""
-    cafile = ssl.get_default_verify_paths().cafile
-    return Path(cafile) if cafile and os.path.isfile(cafile) else Path(certifi.where())
 
 
 def write_bundle(confdir: Path, roots: Path) -> Path:
@@ -29,7 +21,7 @@ def write_bundle(confdir: Path, roots: Path) -> Path:
     ca = (confdir / "mitmproxy-ca-cert.pem").read_text()
     bundle = confdir / BUNDLE_NAME
     tmp = bundle.with_suffix(".tmp")
-    tmp.write_text(roots.read_text().rstrip("\n") + "\n" + ca)
+    tmp.write_text(bundle_text(roots.read_text(), ca))
     tmp.replace(bundle)
     return bundle
 
@@ -45,6 +37,7 @@ def banner_lines(host: str, port: int, ca: Path, bundle: Path) -> list[str]:
         f"  export HTTPS_PROXY={proxy} HTTP_PROXY={proxy} https_proxy={proxy} http_proxy={proxy}",
         f"  export NODE_EXTRA_CA_CERTS={ca}",
         f"  export SSL_CERT_FILE={bundle} REQUESTS_CA_BUNDLE={bundle} PIP_CERT={bundle}",
+        "Every client setting (Maven, apt, Docker, CA install): ./run_proxy.sh env, docs/client-setup.md",
     ]
 
 
@@ -52,8 +45,11 @@ class Banner:
     def running(self) -> None:
         confdir = Path(os.path.expanduser(ctx.options.confdir))
         ca = confdir / "mitmproxy-ca-cert.pem"
+        roots = system_roots()  # None only without a system store and without certifi
         try:
-            bundle = write_bundle(confdir, system_roots())
+            if roots is None:
+                raise OSError("no system trust store and no certifi")
+            bundle = write_bundle(confdir, roots)
         except OSError as e:
             log.warning("Could not write the CA bundle: %s", e)
             bundle = ca

@@ -53,6 +53,7 @@ STALE_WARNING = '110 - "Response is Stale"'
 _COUNTERS = {"HIT": "hits", "STALE": "stale", "REVALIDATED": "revalidated"}
 MAX_CHECK_DOCUMENT = 64 * 1024 * 1024
 MAX_OBSERVED = 1024 * 1024
+INLINE_DECODE = 1024 * 1024
 
 
 @dataclass
@@ -268,6 +269,8 @@ class RelayServer:
             coding = opened.headers.get("Content-Encoding", "")
             if coding in ("", "identity"):
                 await self._keep_fetched(rule, url, response_headers(opened, False), bytes(body))
+            if len(body) > INLINE_DECODE:  # a big index: decoding it would stall every client
+                return await asyncio.to_thread(codings.decode, bytes(body), coding)
             return codings.decode(bytes(body), coding)
         except (UpstreamFailure, ValueError, zlib.error):
             return None

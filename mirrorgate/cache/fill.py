@@ -350,15 +350,15 @@ async def _rewritten(req: FillRequest, store: Store, writer: Writer, hop: Hop, p
     named = {k.lower(): v for k, v in headers}
     coding = named.get("content-encoding", "identity").lower()
     try:
-        body = codings.decode(raw, coding)
-        new = req.rewrite(page_url, named.get("content-type", ""), body)
+        # Off the event loop: a big channel's index takes a while to decode and read.
+        body = await asyncio.to_thread(codings.decode, raw, coding)
+        new = await asyncio.to_thread(req.rewrite, page_url, named.get("content-type", ""), body)
     except Exception as e:  # RewriteError, bad JSON or HTML, a coding we cannot undo, a mirror's odd shapes
         if hop.kind == "origin":
             return writer, headers  # the origin's own body needs no rewrite to be canonical
         raise Unusable("rewrite_error", str(e)) from None
-    if new is None and coding == "identity":
-        return writer, headers
-    new = body if new is None else new
+    if new is None:
+        return writer, headers  # as the upstream sent it, in its coding and with its ETag
     writer.discard()
     rewritten = store.begin(len(new)) if req.cls is not None else store.spool()
     if rewritten is None:
@@ -369,7 +369,8 @@ async def _rewritten(req: FillRequest, store: Store, writer: Writer, hop: Hop, p
     out = [(k, v) for k, v in headers if k.lower() not in drop]
     # A new body is a new representation: it gets its own strong validator, and the
     # upstream's is kept (hidden) for revalidation.
-    out.append(("ETag", f'"mg-{hashlib.sha256(new).hexdigest()[:32]}"'))
+    digest = await asyncio.to_thread(lambda: hashlib.sha256(new).hexdigest())
+    out.append(("ETag", f'"mg-{digest[:32]}"'))
     if upstream_etag:
         out.append((policy.UPSTREAM_ETAG, upstream_etag))
     return rewritten, out

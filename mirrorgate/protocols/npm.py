@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from urllib.parse import unquote, urlsplit
 
 from mirrorgate.protocols import Digest, Protocol, RewriteContext, RewriteError
@@ -52,8 +53,10 @@ class Npm(Protocol):
 
     def __init__(self) -> None:
         # Canonical tarball URL -> integrity, from every packument the proxy has seen.
+        # Rewrites run in worker threads, hence the lock.
         from cachetools import LRUCache
         self.integrity: LRUCache[str, str] = LRUCache(maxsize=200_000)
+        self._lock = threading.Lock()
 
     def wants_rewrite(self, path: str) -> bool:
         return package_name(path) is not None
@@ -77,7 +80,9 @@ class Npm(Protocol):
 
     async def expect(self, path: str, url: str, options: dict, fetch) -> Digest | None:
         """From the packuments the proxy has seen; failing that, from the origin's."""
-        if url not in self.integrity and "/-/" in path:
+        with self._lock:
+            known = url in self.integrity
+        if not known and "/-/" in path:
             name = path.split("/-/", 1)[0].lstrip("/")
             base = url[: len(url) - len(path)]
             body = await fetch(f"{base}/{name.replace('/', '%2f')}", {"Accept": ABBREVIATED})
@@ -86,11 +91,15 @@ class Npm(Protocol):
                     self.remember(json.loads(body), base + "/", name)
                 except (ValueError, AttributeError, RewriteError):
                     pass
-        integrity = self.integrity.get(url)
+        with self._lock:
+            integrity = self.integrity.get(url)
         return sri_digest(integrity) if integrity else None
 
     def remember(self, doc: dict, origin_base: str, name: str) -> None:
+        found = {}
         for version in (doc.get("versions") or {}).values():
             dist = version.get("dist") if isinstance(version, dict) else None
             if isinstance(dist, dict) and isinstance(dist.get("integrity"), str) and "tarball" in dist:
-                self.integrity[canonical_tarball(origin_base, name, dist["tarball"])] = dist["integrity"]
+                found[canonical_tarball(origin_base, name, dist["tarball"])] = dist["integrity"]
+        with self._lock:
+            self.integrity.update(found)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 
 from mitmproxy import connection, http
@@ -13,6 +14,8 @@ from addons.rules import Rules
 from mirrorgate import routing
 from mirrorgate.relay import FLOW_HEADER, SECRET_HEADER, TARGET_HEADER, Handover, RelayServer
 from mirrorgate.trace import HEADER, Hop, Trace
+
+log = logging.getLogger("mirrorgate.router")
 
 # How long a request waits for the relay to come up at start-up.
 RELAY_READY_TIMEOUT = 10.0
@@ -43,9 +46,20 @@ class Router:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error:
             return
+        try:
+            await self._route(flow)
+        except Exception as e:  # noqa: BLE001 - fail closed: an unrouted flow would go out as it is
+            log.exception("could not route %s", flow.request.pretty_url)
+            flow.response = http.Response.make(
+                502, f"Mirrorgate could not route this request ({type(e).__name__}); see the proxy's log.\n",
+                {"Content-Type": "text/plain; charset=utf-8"})
+
+    async def _route(self, flow: http.HTTPFlow) -> None:
         req = flow.request
         facts = routing.RequestFacts(
-            method=req.method, scheme=req.scheme, host=req.host, port=req.port, path=req.path,
+            # As sent: methods are case-sensitive, and mitmproxy's `method` upper-cases
+            # ("get" is no GET, and must not reach the relay as one).
+            method=req.data.method.decode("ascii", "replace"), scheme=req.scheme, host=req.host, port=req.port, path=req.path,
             has_credentials=any(h in req.headers for h in routing.CREDENTIAL_HEADERS),
         )
         ruleset, profile = self.rules.active()

@@ -24,6 +24,7 @@ RELAYED_METHODS = ("GET", "HEAD")
 
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
+_ENCODED_CONTROL = re.compile(r"%(?:[01][0-9A-Fa-f]|7[Ff])")
 
 RouteKind = Literal["relay", "origin", "private", "reject"]
 
@@ -64,9 +65,15 @@ def path_problem(path: str) -> str | None:
         return "the request target must be an absolute path"
     if _CONTROL.search(path):
         return "the path contains spaces or control characters"
+    if not path.isascii():
+        return "the request target contains characters outside ASCII; they must be percent-encoded"
     bare, _ = split_query(path)
     if _BAD_PERCENT.search(bare):
         return "the path contains a malformed percent-escape"
+    if _ENCODED_CONTROL.search(bare):
+        # No registry names a file with a line break in it; a mirror or a log that
+        # decodes one would split what it sees.
+        return "the path contains a percent-encoded control character"
     # Checked before and after decoding: a mirror that decodes %2F would see
     # "..%2f" as a segment of its own.
     dots = (".", "..")

@@ -141,3 +141,37 @@ def test_access_log_has_one_line_per_routed_request(fake, proxy, client, tmp_pat
     assert line["status"] == 200 and line["bytes"] == len(b"from origin")
     assert line["duration_ms"] > 0 and line["client"] == "127.0.0.1"
     assert '"rule":"reg"' not in p.text()  # a file replaces the event log
+
+
+def raw_request(p, line: bytes) -> bytes:
+    """Send one plain-http proxy request exactly as given; the whole answer."""
+    import socket
+    with socket.create_connection(("127.0.0.1", p.port), timeout=30) as s:
+        s.sendall(line + b"\r\nConnection: close\r\n\r\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def test_a_raw_non_ascii_target_is_refused_not_sent_on(fake, proxy):
+    origin, mirror = fake("origin", "127.0.0.2", secure=False), fake("mirror", "127.0.0.3", secure=False)
+    p = proxy(rules_yaml(origin.url, [mirror.url]))
+
+    # (mitmproxy itself refuses raw non-ASCII in the path of an absolute-form target.)
+    answer = raw_request(p, f"GET {origin.url}a?q=caf\u00e9 HTTP/1.1\r\nHost: 127.0.0.2:{origin.port}".encode())
+
+    assert answer.startswith(b"HTTP/1.1 400") and b"outside ASCII; they must be percent-encoded" in answer
+    assert origin.count() == mirror.count() == 0
+
+
+def test_methods_are_case_sensitive_so_get_in_lower_case_is_no_get(fake, proxy):
+    origin, mirror = fake("origin", "127.0.0.2", secure=False), fake("mirror", "127.0.0.3", secure=False)
+    p = proxy(rules_yaml(origin.url, [mirror.url]))
+
+    answer = raw_request(p, f"get {origin.url}a HTTP/1.1\r\nHost: 127.0.0.2:{origin.port}".encode())
+
+    # An unknown method: the origin's to judge (this one refuses it), as with any method
+    # but GET and HEAD; never the relay's.
+    assert b"route=origin-only (method get)" in answer
+    assert mirror.count() == 0

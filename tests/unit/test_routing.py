@@ -225,6 +225,11 @@ CONTROL = "the path contains spaces or control characters"
     ("/a\x7fb", CONTROL),
     ("/a?q=x y", CONTROL),
     ("/a\r\nX-Injected: 1", CONTROL),
+    ("/caf\u00e9", "the request target contains characters outside ASCII; they must be percent-encoded"),
+    ("/a?q=\u00e9", "the request target contains characters outside ASCII; they must be percent-encoded"),
+    ("/a%0Ab/c.tgz", "the path contains a percent-encoded control character"),
+    ("/.%00.", "the path contains a percent-encoded control character"),
+    ("/a%7f", "the path contains a percent-encoded control character"),
 ])
 def test_bad_paths_are_rejected(path, reason):
     assert path_problem(path) == reason
@@ -248,6 +253,8 @@ def test_reject_comes_before_method_and_credentials():
     "/a?x=%zz",
     "/a?x=../..",
     "/caf%C3%A9",
+    "/a%20b",  # an encoded space is a name some registries allow
+    "/a?q=%0a",  # the query is the upstream's business
 ])
 def test_good_paths(path):
     assert path_problem(path) is None

@@ -61,6 +61,7 @@ class Router:
             # ("get" is no GET, and must not reach the relay as one).
             method=req.data.method.decode("ascii", "replace"), scheme=req.scheme, host=req.host, port=req.port, path=req.path,
             has_credentials=any(h in req.headers for h in routing.CREDENTIAL_HEADERS),
+            header_problem=routing.header_problem(req.headers.fields),
         )
         ruleset, profile = self.rules.active()
         found = routing.route(ruleset, facts)

@@ -30,7 +30,10 @@ class MirrorgateMaster(DumpMaster):
         self.addons.add(*default_addons())
         # Defaults that the command line may still override: the access log replaces
         # mitmdump's per-flow lines, which would show relay hand-overs, not requests.
-        options.update(flow_detail=0, connection_strategy="lazy")
+        # Decrypted connections go to rule hosts, which speak HTTP: a request that does
+        # not look like HTTP at a glance (an odd method, a first line longer than one
+        # TLS record) must meet the router, not be tunnelled raw to the origin.
+        options.update(flow_detail=0, connection_strategy="lazy", rawtcp=False)
 
 
 def _extra(args) -> dict:

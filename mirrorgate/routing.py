@@ -8,6 +8,7 @@ its answers.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
@@ -25,6 +26,14 @@ RELAYED_METHODS = ("GET", "HEAD")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _ENCODED_CONTROL = re.compile(r"%(?:[01][0-9A-Fa-f]|7[Ff])")
+# A backslash is a path separator to WHATWG URL parsers (Node) and to IIS.
+_SEPARATORS = re.compile(r"[/\\]")
+# What a method must be (RFC 9110 §5.6.2).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Far above what any package manager sends, below what the relay's parser takes.
+MAX_HEADER_FIELDS = 100
+MAX_HEADER_BYTES = 64 * 1024
 
 RouteKind = Literal["relay", "origin", "private", "reject"]
 
@@ -37,6 +46,7 @@ class RequestFacts:
     port: int
     path: str  # as sent, query included
     has_credentials: bool
+    header_problem: str | None = None  # header_problem() of the request's fields
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,10 @@ def path_problem(path: str) -> str | None:
         return "the path contains spaces or control characters"
     if not path.isascii():
         return "the request target contains characters outside ASCII; they must be percent-encoded"
+    if "#" in path:
+        # Never sent to a server: the relay's URL type drops it, and with it whatever
+        # hid a dot segment from the check below ('/..#').
+        return "the request target contains a fragment ('#')"
     bare, _ = split_query(path)
     if _BAD_PERCENT.search(bare):
         return "the path contains a malformed percent-escape"
@@ -76,20 +90,43 @@ def path_problem(path: str) -> str | None:
         return "the path contains a percent-encoded control character"
     # Checked before and after decoding: a mirror that decodes %2F would see
     # "..%2f" as a segment of its own.
-    dots = (".", "..")
-    if any(unquote(s) in dots for s in bare.split("/")) or any(s in dots for s in unquote(bare).split("/")):
+    if any(_dot_segment(unquote(s)) for s in _SEPARATORS.split(bare)) or \
+            any(_dot_segment(s) for s in _SEPARATORS.split(unquote(bare))):
         return "the path contains '.' or '..' segments"
+    return None
+
+
+def _dot_segment(segment: str) -> bool:
+    # Tomcat and Jetty drop a ';parameter' before they resolve '..;x'.
+    return segment.split(";", 1)[0] in (".", "..")
+
+
+def header_problem(fields: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """Why a request's header fields are unfit to pass on to any upstream, or None.
+    (mitmproxy itself refuses bad names and conflicting framing.)"""
+    if len(fields) > MAX_HEADER_FIELDS:
+        return f"the request has more than {MAX_HEADER_FIELDS} header fields"
+    if sum(len(k) + len(v) + 4 for k, v in fields) > MAX_HEADER_BYTES:
+        return f"the request's header fields are larger than {MAX_HEADER_BYTES // 1024} KiB"
+    if sum(1 for k, _ in fields if k.lower() == b"host") > 1:
+        return "the request has more than one Host header"
+    for name, value in fields:
+        if _CONTROL_BYTES.search(value):
+            return f"the {name.decode('latin-1')} header contains control characters"
     return None
 
 
 def route(rules: RuleSet, facts: RequestFacts) -> Route | None:
     """Where a request goes, or None if no rule owns it."""
     bare, _ = split_query(facts.path)
-    found = rules.lookup(facts.scheme, facts.host, facts.port, bare)
+    # A target that is no path ('*') belongs to the host's root rule, which refuses it.
+    found = rules.lookup(facts.scheme, facts.host, facts.port, bare if bare.startswith("/") else "/")
     if found is None:
         return None
     rule, prefix = found
-    problem = path_problem(facts.path)
+    problem = path_problem(facts.path) or facts.header_problem
+    if problem is None and not _TOKEN.fullmatch(facts.method):
+        problem = "the method is not an HTTP token"
     if problem:
         return Route("reject", rule, prefix, problem)
     rest = prefix.remainder(bare) or "/"

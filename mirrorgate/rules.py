@@ -216,11 +216,17 @@ def load_rules(path: str | Path) -> RuleSet:
 
 def parse_rules(text: str, filename: str = "<rules>") -> RuleSet:
     try:
+        if (mark := _too_deep(text)) is not None:
+            raise RulesError(f"{filename}:{mark.line + 1}: YAML nested more than {MAX_DEPTH} levels deep")
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
         raise RulesError(f"{where}: YAML syntax error: {e.problem or e.context}") from None
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        code = e.character if isinstance(e.character, int) else ord(e.character)
+        raise RulesError(f"{filename}:{line}: character U+{code:04X} is not allowed in YAML") from None
     except yaml.YAMLError as e:
         raise RulesError(f"{filename}: YAML error: {e}") from None
     if not nodes or _is_null(nodes[0]):
@@ -228,6 +234,27 @@ def parse_rules(text: str, filename: str = "<rules>") -> RuleSet:
     if len(nodes) > 1:
         raise RulesError(f"{filename}:{nodes[1].start_mark.line + 1}: only one YAML document is allowed")
     return _Parser(filename).ruleset(nodes[0])
+
+
+# The composer recurses once per level; a rules file needs about six.
+MAX_DEPTH = 64
+_OPEN = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken,
+         yaml.FlowSequenceStartToken)
+_CLOSE = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+
+
+def _too_deep(text: str) -> yaml.Mark | None:
+    """Where the YAML first nests deeper than MAX_DEPTH, or None. The scanner keeps a
+    stack, not a call chain, so this is safe where composing would exhaust Python's."""
+    depth = 0
+    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        if isinstance(token, _OPEN):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return token.start_mark
+        elif isinstance(token, _CLOSE):
+            depth -= 1
+    return None
 
 
 @dataclass
@@ -249,7 +276,8 @@ class _Parser:
             if not isinstance(knode, yaml.ScalarNode) or knode.tag != "tag:yaml.org,2002:str":
                 raise self.fail(knode, key, f"keys must be plain strings, got {_kind(knode)}")
             k = knode.value
-            sub = f"{key}.{k}" if key else k
+            shown = k if k.isprintable() else repr(k)  # one line, whatever the key holds
+            sub = f"{key}.{shown}" if key else shown
             if k in out:
                 raise self.fail(knode, sub, f"duplicate key (first given on line {out[k].start_mark.line + 1})")
             if allowed is not None and k not in allowed:
@@ -278,10 +306,16 @@ class _Parser:
     def integer(self, node: yaml.Node, key: str, minimum: int) -> int:
         if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:int":
             raise self.fail(node, key, f"expected an integer, got {_kind(node)}")
-        value = _INT.construct_yaml_int(node)
+        value = self.int_value(node, key)
         if value < minimum:
             raise self.fail(node, key, f"must be at least {minimum}, got {value}")
         return value
+
+    def int_value(self, node: yaml.ScalarNode, key: str) -> int:
+        try:
+            return _INT.construct_yaml_int(node)
+        except ValueError:  # longer than Python will convert (4300 digits)
+            raise self.fail(node, key, f"{node.value[:20]}… is too large a number") from None
 
     def duration(self, node: yaml.Node, key: str) -> float:
         """'500ms', '3s', '2m', '1h', or a bare number of seconds."""
@@ -328,7 +362,7 @@ class _Parser:
         for i, item in enumerate(self.sequence(node, key)):
             sub = f"{key}[{i}]"
             if isinstance(item, yaml.ScalarNode) and item.tag == "tag:yaml.org,2002:int":
-                code = _INT.construct_yaml_int(item)
+                code = self.int_value(item, sub)
                 if not 400 <= code <= 599:
                     raise self.fail(item, sub, f"status {code} is not an error status (400-599)")
                 out.add(str(code))
@@ -533,7 +567,7 @@ class _Parser:
             if text.startswith("re:"):
                 try:
                     regex = re.compile(text[3:])
-                except re.error as e:
+                except (re.error, OverflowError, RecursionError) as e:
                     raise self.fail(n, f"{key}[{j}]", f"{text[3:]!r} is not a valid regular expression: {e}") from None
             elif text.startswith("/"):
                 regex = re.compile(glob_regex(text))

@@ -33,13 +33,19 @@ class Walked:
     skipped: list[Hop] = field(default_factory=list)
 
 
+# The relay sends GET and HEAD without a body, whatever the client sent; the client's
+# framing must not go with them, or an upstream would take the start of the next
+# request on the pooled connection for this one's body.
+_BODY_HEADERS = frozenset({"content-length", "expect"})
+
+
 def forward_headers(headers: Mapping[str, str], to_mirror: bool) -> dict[str, str]:
     """The client's request headers as an upstream should see them."""
     listed = {t.strip().lower() for k, v in headers.items() if k.lower() == "connection" for t in v.split(",")}
     out: dict[str, str] = {}
     for name, value in headers.items():
         n = name.lower()
-        if n in HOP_BY_HOP or n in listed or n.startswith("x-mirrorgate-"):
+        if n in HOP_BY_HOP or n in _BODY_HEADERS or n in listed or n.startswith("x-mirrorgate-"):
             continue
         if to_mirror and n in routing.CREDENTIAL_HEADERS:
             continue

@@ -11,6 +11,7 @@ from mirrorgate.rules import Prefix, parse_rules
 from mirrorgate.routing import (
     RequestFacts,
     counts_against_mirror,
+    header_problem,
     map_url,
     path_problem,
     route,
@@ -472,3 +473,29 @@ def test_public_paths_beside_private_ones_are_relayed():
     assert route(PRIVATE, facts("/@corpx%2fpkg")).kind == "relay"
     assert route(PRIVATE, facts("/left-pad")).kind == "relay"
     assert route(PRIVATE, facts("/@corp/../x")).kind == "reject"  # refused before anything else
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ([(b"Accept", b"*/*")], None),
+    ([(b"X-Tab", b"a\tb")], None),  # a tab is allowed inside a value
+    ([(b"X-Bad", b"a\rb")], "the X-Bad header contains control characters"),
+    ([(b"X-Bad", b"a\x00b")], "the X-Bad header contains control characters"),
+    ([(b"Host", b"a"), (b"host", b"b")], "the request has more than one Host header"),
+    ([(b"X-%d" % i, b"v") for i in range(101)], "the request has more than 100 header fields"),
+    ([(b"X-Big", b"a" * 70_000)], "the request's header fields are larger than 64 KiB"),
+])
+def test_header_problems(fields, problem):
+    assert header_problem(fields) == problem
+
+
+@pytest.mark.parametrize("path, reason", [
+    ("/a/..\\b", DOTS), ("/a/..%5cb", DOTS), ("/a/..;x/b", DOTS), ("/..#", "the request target contains a fragment ('#')"),
+])
+def test_dot_segment_lookalikes_and_fragments(path, reason):
+    assert path_problem(path) == reason
+
+
+def test_a_method_must_be_a_token_and_a_target_must_be_a_path():
+    assert routed(facts("/x", method="GE(T")) == ("reject", "npm", "https://registry.npmjs.org/",
+                                                   "the method is not an HTTP token")
+    assert routed(facts("*", method="OPTIONS"))[0] == "reject"

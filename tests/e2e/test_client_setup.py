@@ -11,15 +11,12 @@ from __future__ import annotations
 import configparser
 import json
 import os
-import queue
 import re
 import shlex
 import shutil
 import socket
 import subprocess
 import sys
-import threading
-import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +28,7 @@ from mirrorgate import clientenv
 from mirrorgate.rules import parse_rules
 from mirrorgate.trace import parse_header
 from tests.support.fakes import WAIT, Fake, closed_port, server_tls
-from tests.support.proxy import LISTENING, ROOT, STARTUP_WAIT, ProxyProcess, start_proxy
+from tests.support.proxy import ROOT, ProxyProcess, launch, start_proxy
 
 pytestmark = pytest.mark.e2e
 
@@ -408,37 +405,6 @@ def test_gitlab_before_script_stops_the_job_on_another_ca(gateway, tmp_path):
 
 
 # ---- Mirrorgate as a service -------------------------------------------------------------
-
-
-def launch(cmd: list[str], confdir: Path, env: dict[str, str]) -> ProxyProcess:
-    """Starts a command that runs Mirrorgate and waits for its banner."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
-    lines: queue.Queue[str | None] = queue.Queue()
-    output: list[str] = []
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line.rstrip("\n"))
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + STARTUP_WAIT
-    while True:
-        try:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            proc.kill()
-            proc.wait(15)
-            raise RuntimeError("did not start in time:\n" + "\n".join(output)) from None
-        if line is None:
-            proc.wait(15)
-            raise RuntimeError(f"exited with {proc.returncode}:\n" + "\n".join(output))
-        m = LISTENING.match(line)
-        if m:
-            return ProxyProcess(proc, int(m.group(2)), confdir, output)
 
 
 def unit(text: str) -> dict[str, dict[str, list[str]]]:

@@ -70,13 +70,9 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not drop.match(k)}
 
 
-def start_proxy(rules: Path, confdir: Path, upstream_ca: Path | None, *args: str,
-                cache_dir: Path | None = None) -> ProxyProcess:
-    cmd = mirrorgate_command("--listen-port", "0", "--set", f"confdir={confdir}", "--set", f"rules={rules}",
-                             "--set", f"cache_dir={cache_dir or rules.with_suffix('.cache')}",
-                             *(["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"] if upstream_ca else []),
-                             *args)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=clean_env(), stdin=subprocess.DEVNULL,
+def launch(cmd: list[str], confdir: Path, env: dict[str, str]) -> ProxyProcess:
+    """Start a command that runs Mirrorgate (in any way) and wait for its banner."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines: queue.Queue[str | None] = queue.Queue()
     output: list[str] = []
@@ -95,6 +91,7 @@ def start_proxy(rules: Path, confdir: Path, upstream_ca: Path | None, *args: str
             line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             proc.kill()
+            proc.wait(15)
             raise RuntimeError("proxy did not start in time:\n" + "\n".join(output)) from None
         if line is None:
             proc.wait(15)
@@ -102,6 +99,15 @@ def start_proxy(rules: Path, confdir: Path, upstream_ca: Path | None, *args: str
         m = LISTENING.match(line)
         if m:
             return ProxyProcess(proc, int(m.group(2)), confdir, output)
+
+
+def start_proxy(rules: Path, confdir: Path, upstream_ca: Path | None, *args: str,
+                cache_dir: Path | None = None) -> ProxyProcess:
+    cmd = mirrorgate_command("--listen-port", "0", "--set", f"confdir={confdir}", "--set", f"rules={rules}",
+                             "--set", f"cache_dir={cache_dir or rules.with_suffix('.cache')}",
+                             *(["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"] if upstream_ca else []),
+                             *args)
+    return launch(cmd, confdir, clean_env())
 
 
 def run_to_exit(rules: Path, confdir: Path, *args: str, timeout: float = STARTUP_WAIT) -> subprocess.CompletedProcess:

@@ -61,6 +61,17 @@ def chosen_profile(ruleset: RuleSet, option: str) -> str:
     return profile
 
 
+def in_force(loaded: RuleSet | RulesError, profile_option: str) -> str:
+    """The profile under which a freshly read rules file would be put in force, or the
+    OptionsError (start-up and reloads alike) saying why it cannot be."""
+    if isinstance(loaded, RulesError):
+        raise exceptions.OptionsError(f"invalid rules: {loaded}")
+    try:
+        return chosen_profile(loaded, profile_option)
+    except ValueError as e:
+        raise exceptions.OptionsError(str(e)) from None
+
+
 class Rules:
     def __init__(self) -> None:
         self.current: RuleSet | None = None
@@ -105,12 +116,7 @@ class Rules:
         if not {"rules", "profile"} & updated:
             return
         stamp, loaded = read_rules(ctx.options.rules)
-        if isinstance(loaded, RulesError):
-            raise exceptions.OptionsError(f"invalid rules: {loaded}")
-        try:
-            profile = chosen_profile(loaded, ctx.options.profile)
-        except ValueError as e:
-            raise exceptions.OptionsError(str(e)) from None
+        profile = in_force(loaded, ctx.options.profile)
         # The interception allowlist follows in Interception.configure, next in line.
         self.current, self.profile = loaded, profile
         self._generation += 1
@@ -151,13 +157,7 @@ class Rules:
                 return None  # an option change put a newer rule set in force meanwhile
             self._watch.acted(stamp)
             try:
-                if isinstance(loaded, RulesError):
-                    raise exceptions.OptionsError(f"invalid rules: {loaded}")
-                try:
-                    profile = chosen_profile(loaded, ctx.options.profile)
-                except ValueError as e:
-                    raise exceptions.OptionsError(str(e)) from None
-                self._swap(loaded, profile, trigger)
+                self._swap(loaded, in_force(loaded, ctx.options.profile), trigger)
             except exceptions.OptionsError as e:
                 log.error("Rules not reloaded (%s), the previous rules stay in force: %s", trigger, e)
                 self.reloads["refused"] += 1

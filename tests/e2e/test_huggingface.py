@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from mirrorgate.protocols import Protocol
 from tests.e2e.test_fallback import header
 from tests.support.fakes import WAIT, closed_port
 from tests.support.huggingface import (COMMIT, CONFIG, FILES, REPO, WEIGHTS, RepoFile, cdn_answer, redirect,
@@ -22,12 +21,6 @@ from tests.support.proxy import clean_env
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
     __import__("importlib").util.find_spec("huggingface_hub") is None,
     reason="huggingface_hub (>=1,<2) is not installed")]
-
-# huggingface_hub reads a file's metadata off the Hub's 302 to its CDN, so a mirror's 302
-# must reach it, not be followed inside the proxy; and the URLs in it must name the origin.
-needs_header_hooks = pytest.mark.skipif(
-    not hasattr(Protocol, "follows_redirects") or not hasattr(Protocol, "rewrite_headers"),
-    reason="needs the Protocol.follows_redirects / rewrite_headers hooks (not yet in the relay)")
 
 MIRROR_PREFIX = "hf/"  # a mirror prefix with a path: relative redirects must be mapped, not passed
 
@@ -106,7 +99,6 @@ def resolve_hits(fake, method: str | None = None) -> list[tuple[str, str]]:
     return [(h.method, h.path) for h in fake.hits if "/resolve/" in h.path and method in (None, h.method)]
 
 
-@needs_header_hooks
 def test_hf_hub_download_by_commit_through_the_mirror(fake, proxy, pki, tmp_path, client):
     hub = Hub(fake)
     p = proxy(hub.rules())
@@ -126,7 +118,6 @@ def test_hf_hub_download_by_commit_through_the_mirror(fake, proxy, pki, tmp_path
     assert again.content == CONFIG.data and header(again)["cache"] == "HIT"
 
 
-@needs_header_hooks
 def test_hf_hub_download_follows_a_mirror_redirect_mapped_onto_the_origin(fake, proxy, pki, tmp_path):
     """A renamed repository: the mirror answers with a relative redirect, which names a
     path below its own prefix; the client must be sent to the origin's equivalent."""
@@ -142,7 +133,6 @@ def test_hf_hub_download_follows_a_mirror_redirect_mapped_onto_the_origin(fake, 
     assert hub.origin.count(old) == 0 and hub.origin.count(hub.mirror_route(CONFIG.resolve())) == 0
 
 
-@needs_header_hooks
 def test_mirror_redirects_and_links_name_the_origin(fake, proxy, client):
     hub = Hub(fake)
     # By branch: the mirror sends the client on to the commit, relatively, below its prefix.
@@ -169,7 +159,6 @@ def test_mirror_redirects_and_links_name_the_origin(fake, proxy, client):
     assert hub.cdn.count() == 0  # nothing followed inside the proxy
 
 
-@needs_header_hooks
 def test_a_mirror_redirecting_to_the_origin_is_passed_over_not_looped(fake, proxy, client):
     hub = Hub(fake)
     hub.mirror.routes[hub.mirror_route(CONFIG.resolve())] = redirect(
@@ -248,7 +237,6 @@ def test_an_lfs_file_fetched_whole_is_checked_against_the_origin_sha256_and_kept
     assert resolve_hits(hub.origin) == [("HEAD", WEIGHTS.resolve())]  # the proxy's check only
 
 
-@needs_header_hooks
 def test_a_file_kept_whole_serves_hf_hub_download_from_the_cache(fake, proxy, pki, tmp_path, client):
     """Once the proxy holds an LFS file, a HEAD for it is answered from the cache: with
     the origin's metadata (commit, sha256, size), so huggingface_hub then GETs the

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from mirrorgate.protocols import Protocol
 from tests.e2e.test_fallback import header
 from tests.support.fakes import WAIT, closed_port
 from tests.support.pki import loopback_hostname
@@ -26,10 +25,6 @@ from tests.support.rubygems import CompactIndex, Gem, build_gem, publish
 HOST = loopback_hostname() or ("localhost", "127.0.0.1")
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not (shutil.which("bundle") and shutil.which("gem")),
                                                   reason="Ruby's bundle and gem are not on PATH")]
-# Appends by range need the relay to serve these paths whole (Protocol.serves_whole).
-needs_whole_bodies = pytest.mark.skipif("serves_whole" not in vars(Protocol),
-                                        reason="the relay does not serve range requests whole yet (serves_whole)")
-
 GEMFILE = 'source "{source}"\n\ngem "mg-app"\n'
 
 
@@ -204,7 +199,6 @@ def test_bundle_succeeds_when_the_mirror_serves_a_corrupted_gem(fake, proxy, pki
     assert reg.origin.count(gems.base.path) == 1
 
 
-@needs_whole_bodies
 def test_bundler_appending_to_its_copy_gets_whole_files_from_one_source(fake, proxy, pki, tmp_path, gems):
     reg = RubyGemsOrg(fake, [gems.base, gems.app])
     user = Bundler(tmp_path / "user")
@@ -244,7 +238,6 @@ def test_bundler_appending_to_its_copy_gets_whole_files_from_one_source(fake, pr
     assert user.index_copy("versions") == reg.mirror_index.versions
 
 
-@needs_whole_bodies
 def test_a_stale_mirror_index_replaces_the_copy_instead_of_splicing_into_it(fake, proxy, pki, tmp_path, gems):
     # The mirror has not synced mg-base 1.1.0 yet: its /versions is shorter than the copy
     # Bundler got from the origin, and its /info/mg-base too.

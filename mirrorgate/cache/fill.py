@@ -193,13 +193,29 @@ async def run_fill(fill: Fill, req: FillRequest, store: Store, walker: Walker,
 
 async def _fill(fill: Fill, req: FillRequest, store: Store, walker: Walker,
                 bad_bytes: Callable[[Hop], None]) -> None:
+    checking = None
+    if req.expect is not None:
+        # The trusted lookup (often at the far origin) runs while the mirror answers,
+        # so that a check costs the slower of the two round trips, not their sum.
+        checking = asyncio.ensure_future(req.expect())
+    try:
+        await _walk(fill, req, store, walker, bad_bytes, checking)
+    finally:
+        if checking is not None:
+            checking.cancel()
+            if checking.done() and not checking.cancelled():
+                checking.exception()  # retrieved: a lookup nobody waited for is no error
+
+
+async def _walk(fill: Fill, req: FillRequest, store: Store, walker: Walker, bad_bytes: Callable[[Hop], None],
+                checking: asyncio.Future[Expectation | None] | None) -> None:
     extra = policy.revalidation_headers(req.stale) if req.stale else {}
     if req.rewrite is not None:
         extra["Accept-Encoding"] = "gzip"  # a coding the rewrite can undo
-    headers = {k: v for k, v in req.headers.items() if k.lower() not in CLIENT_CONDITIONALS}
-    expectation = await req.expect() if req.expect is not None else None
-    if expectation is not None:
+    if checking is not None:
         extra["Accept-Encoding"] = "identity"  # a digest names the file's bytes, not a coding of them
+    headers = {k: v for k, v in req.headers.items() if k.lower() not in CLIENT_CONDITIONALS}
+    expectation: Expectation | None = None
     excluded: set[str] = set()
     failures: list[str] = []
     while True:
@@ -217,6 +233,12 @@ async def _fill(fill: Fill, req: FillRequest, store: Store, walker: Walker,
         if opened is None or hop is None:
             fill.begin(Failed(failures))
             return fill.finish()
+        if checking is not None:
+            try:
+                expectation = await checking
+            except BaseException:
+                opened.release()
+                raise
         from_mirror = hop.kind == "mirror"
         out_headers = response_headers(opened, from_mirror)
         if req.stale is not None and opened.status == 304:

@@ -12,12 +12,15 @@ mirror's bad bytes from reaching it (and the cache) at all.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
 import re
 import zipfile
 from dataclasses import dataclass
+
+from cachetools import LRUCache
 
 from mirrorgate.protocols import LocalAnswer, Protocol, read_chunks
 
@@ -92,6 +95,10 @@ class GoProxy(Protocol):
     name = "go-proxy"
     options = ("sumdb",)
 
+    def __init__(self) -> None:
+        self._records: LRUCache[str, dict[str, str]] = LRUCache(maxsize=8192)
+        self._pending: dict[str, asyncio.Future[dict[str, str] | None]] = {}
+
     def checks(self, path: str) -> bool:
         return ARTIFACT.match(path) is not None
 
@@ -101,8 +108,30 @@ class GoProxy(Protocol):
         if not m or not sumdb:
             return None
         escaped, version, kind = m.groups()
-        body = await fetch(f"{sumdb.rstrip('/')}/lookup/{escaped}@{version}", {})
-        if body is None:
+        hashes = await self._record(f"{sumdb.rstrip('/')}/lookup/{escaped}@{version}", fetch)
+        if hashes is None:
             return None  # no record (a new or private module): the go command decides
-        expected = lookup_hashes(body.decode("utf-8", "replace"), unescape(escaped), unescape(version)).get(kind)
+        expected = hashes.get(kind)
         return GoHash(kind, expected) if expected else None
+
+    async def _record(self, lookup: str, fetch) -> dict[str, str] | None:
+        """One lookup per module version: the go command asks for its .mod and then its
+        .zip, often at once, and both are checked against the same record. Records never
+        change, so they are kept; a failed lookup is not (it may be passing trouble)."""
+        if (hashes := self._records.get(lookup)) is not None:
+            return hashes
+        pending = self._pending.get(lookup)
+        if pending is None:
+            pending = self._pending[lookup] = asyncio.ensure_future(self._look_up(lookup, fetch))
+            pending.add_done_callback(lambda _: self._pending.pop(lookup, None))
+        # Shielded: a client that goes away must not cancel the lookup others wait on.
+        return await asyncio.shield(pending)
+
+    async def _look_up(self, lookup: str, fetch) -> dict[str, str] | None:
+        body = await fetch(lookup, {})
+        if body is None:
+            return None
+        module, version = lookup.rsplit("/lookup/", 1)[1].rsplit("@", 1)
+        hashes = lookup_hashes(body.decode("utf-8", "replace"), unescape(module), unescape(version))
+        self._records[lookup] = hashes
+        return hashes

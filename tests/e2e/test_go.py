@@ -148,3 +148,34 @@ def test_the_sumdb_supported_probe_is_answered_by_the_proxy(fake, proxy, client)
     assert r.status_code == 200 and r.content == b""
     assert header(r)["route"] == "answered by Mirrorgate"
     assert g.origin.count() + g.mirror.count() == 0
+
+
+def test_the_checksum_lookup_runs_while_the_mirror_answers(fake, proxy, client):
+    """The sumdb answers only once the mirror has been asked: a proxy that waited for the
+    lookup before asking the mirror would never get the record, and would serve the zip
+    unchecked and uncached."""
+    g = GoProxy(fake)
+    m = MODULES[0]
+    asked = g.sumdb.gate()
+    record = g.sumdb.routes[f"/lookup/{m.path}@{m.version}"]
+    zip_route = g.mirror.routes[m.url(".zip")]
+
+    async def lookup(request):
+        await asked.wait()
+        return await record(request)
+
+    async def mirror_zip(request):
+        asked.open()
+        return await zip_route(request)
+
+    g.sumdb.routes[f"/lookup/{m.path}@{m.version}"] = lookup
+    g.mirror.routes[m.url(".zip")] = mirror_zip
+    p = proxy(g.rules())
+    c = client(p)
+
+    first = c.get(g.origin.url.rstrip("/") + m.url(".zip"))
+    again = c.get(g.origin.url.rstrip("/") + m.url(".zip"))
+
+    assert first.content == m.zip and header(first)["upstream"].startswith("mirror")
+    assert header(again)["cache"] == "HIT"  # checked, so kept
+    assert g.sumdb.count() == 1

@@ -202,3 +202,31 @@ def test_crates_files_are_checked_against_the_index_cksum(tmp_path):
         assert d.verify(body_fd(tmp_path, data), len(data))
     assert expect("crates-files", "/x/9.9.9/download", options={"index": "https://i/"})[0] is None  # no record
     assert crates.mirror_path("/config.json") == "/config.json" and not crates.checks("/config.json")
+
+
+def test_go_looks_up_each_module_version_once():
+    """The go command asks for a version's .mod and then its .zip; both are checked
+    against one record. A lookup that failed is asked again next time."""
+    from mirrorgate.protocols.go import GoProxy
+    go = GoProxy()
+    m = module("mods.example/beta", "v1.0.0")
+    opts = {"sumdb": "https://sumdb.example/"}
+    calls = []
+
+    async def fetch(url, headers):
+        calls.append(url)
+        await asyncio.sleep(0)  # let the other requests start while this lookup is out
+        return f"1\n{m.gosum}\n".encode() if "beta" in url else None
+
+    async def together():
+        return await asyncio.gather(go.expect("/mods.example/beta/@v/v1.0.0.mod", "", opts, fetch),
+                                    go.expect("/mods.example/beta/@v/v1.0.0.zip", "", opts, fetch),
+                                    go.expect("/mods.example/gone/@v/v1.0.0.zip", "", opts, fetch))
+
+    mod, zipped, gone = asyncio.run(together())
+    assert (mod.kind, zipped.kind, gone) == ("mod", "zip", None)
+    assert calls == ["https://sumdb.example/lookup/mods.example/beta@v1.0.0",
+                     "https://sumdb.example/lookup/mods.example/gone@v1.0.0"]
+    assert asyncio.run(go.expect("/mods.example/beta/@v/v1.0.0.zip", "", opts, fetch)).kind == "zip"
+    assert asyncio.run(go.expect("/mods.example/gone/@v/v1.0.0.zip", "", opts, fetch)) is None
+    assert len(calls) == 3

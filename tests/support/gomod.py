@@ -37,11 +37,14 @@ class Module:
                 f"{self.path} {self.version}/go.mod {hash1({'go.mod': self.mod})}\n")
 
 
-def module(path: str, version: str) -> Module:
+def module(path: str, version: str, payload: bytes = b"") -> Module:
+    """`payload` (a data file in the module) gives a benchmark's zips a real size."""
     mod = f"module {path}\n\ngo 1.19\n".encode()
     name = path.rsplit("/", 1)[-1]
     prefix = f"{path}@{version}/"
     files = {prefix + "go.mod": mod, prefix + f"{name}.go": f'package {name}\n\nconst Version = "{version}"\n'.encode()}
+    if payload:
+        files[prefix + "data.bin"] = payload
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for n, content in files.items():

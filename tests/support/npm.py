@@ -34,12 +34,16 @@ class Package:
         return "sha512-" + base64.b64encode(hashlib.sha512(self.tarball).digest()).decode()
 
 
-def package(name: str, version: str) -> Package:
+def package(name: str, version: str, payload: bytes = b"") -> Package:
+    """`payload` (a data file in the package) gives a benchmark's tarballs a real size."""
     manifest = json.dumps({"name": name, "version": version, "main": "index.js"}).encode()
     code = f"module.exports = {json.dumps(name + '@' + version)};\n".encode()
+    files = [("package/package.json", manifest), ("package/index.js", code)]
+    if payload:
+        files.append(("package/data.bin", payload))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.USTAR_FORMAT) as tar:
-        for path, content in (("package/package.json", manifest), ("package/index.js", code)):
+        for path, content in files:
             info = tarfile.TarInfo(path)
             info.size, info.mtime, info.mode = len(content), 1767225600, 0o644
             tar.addfile(info, io.BytesIO(content))

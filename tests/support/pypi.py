@@ -32,12 +32,14 @@ class Dist:
         return f"{h[:2]}/{h[2:4]}/{h[4:]}/{self.filename}"
 
 
-def wheel(project: str, version: str) -> Dist:
-    """A pure-Python wheel pip can install: one module that knows its version."""
+def wheel(project: str, version: str, payload: bytes = b"") -> Dist:
+    """A pure-Python wheel pip can install: one module that knows its version (and
+    `payload`, a data file that gives a benchmark's wheels a real size)."""
     module = project.replace("-", "_")
     dist_info = f"{module}-{version}.dist-info"
     files = {
         f"{module}/__init__.py": f'VERSION = "{version}"\n'.encode(),
+        **({f"{module}/data.bin": payload} if payload else {}),
         f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n".encode(),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: mirrorgate-tests\nRoot-Is-Purelib: true\n"
                               b"Tag: py3-none-any\n",

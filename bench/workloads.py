@@ -136,8 +136,10 @@ class Npm(Workload):
                 # Real packuments list a package's whole history: what a proxy that reads
                 # them pays for (never downloaded, so their tarballs need not exist).
                 history = [Package(p.name, f"0.{k}.0", p.name.encode() + bytes([k])) for k in range(self.history)]
-                site.fake.serve(p.packument_path, packument(history + [p], site.url),
-                                headers={"Content-Type": "application/json"})
+                doc = packument(history + [p], site.url)
+                # Registries take either case of %2f in a scoped name; Verdaccio sends %2F.
+                for path in {p.packument_path, p.packument_path.replace("%2f", "%2F")}:
+                    site.fake.serve(path, doc, headers={"Content-Type": "application/json"})
                 site.fake.serve(p.tarball_path, p.tarball, headers={"Content-Type": "application/octet-stream"})
 
     def rules(self) -> str:
@@ -217,6 +219,9 @@ class Pip(Workload):
                               html_page(d.project, [d], lambda d: f"../../packages/{d.hash_path}"),
                               headers={"Content-Type": "text/html"})
             mirror.fake.serve(f"/pypi/web/packages/{d.hash_path}", d.data)
+            for site, page in ((origin, f"/simple/{d.project}"), (mirror, f"/pypi/web/simple/{d.project}")):
+                # As pypi.org and nginx do; proxpi asks without the slash.
+                site.fake.serve(page, status=301, headers={"Location": page + "/"})
 
     def rules(self) -> str:
         origin, files, mirror = (self.sites[n].url for n in ("origin", "files", "mirror"))

@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+ROOT = Path(__file__).resolve().parents[2]
+STARTUP_WAIT = 60.0
 
 
 def _children(pid: int) -> list[int]:
@@ -113,3 +119,53 @@ class Running:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(20)
+
+
+# ---- starting servers ------------------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, for servers that cannot be told to take port 0 and
+    report it."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(proc: subprocess.Popen, ready: Callable[[], bool], what: str, log: Path,
+               timeout: float = STARTUP_WAIT) -> None:
+    """Poll `ready` until it is true; fail at once if the server exits, and after
+    `timeout` seconds if it never gets there."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(20)
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise RuntimeError(f"{what} did not start (exit {proc.returncode}):\n{tail}")
+        time.sleep(0.05)  # between probes of a server that is still starting
+
+
+def http_ok(url: str) -> Callable[[], bool]:
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+    return probe
+
+
+def listening(port: int, host: str = "127.0.0.1") -> Callable[[], bool]:
+    def probe() -> bool:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    return probe
+
+
+def missing(tool: Path, what: str) -> RuntimeError:
+    return RuntimeError(f"{what} is not installed ({tool} is missing): run bench/install_contenders.sh")

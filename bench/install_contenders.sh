@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the caches the benchmark compares Mirrorgate with: Squid (with ssl_bump, from
+# Debian's squid-openssl), Verdaccio (npm, under bench/.tools/verdaccio) and proxpi (PyPI,
+# in its own venv bench/.tools/pypi-cache-venv so its Flask/requests cannot clash with
+# the project's). Safe to run again: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")"
+tools="$PWD/.tools"
+mkdir -p "$tools"
+
+if ! command -v squid >/dev/null || ! dpkg -s squid-openssl >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update
+    # Debian starts the packaged service on install; the benchmark runs its own squid.
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends squid-openssl
+    $sudo systemctl disable --now squid 2>/dev/null || $sudo service squid stop 2>/dev/null || true
+fi
+
+if [ ! -x "$tools/verdaccio/node_modules/.bin/verdaccio" ]; then
+    mkdir -p "$tools/verdaccio"
+    # verdaccio-audit asks for node-fetch by its "cjs" dist-tag; a registry (or mirror of
+    # one) that keeps only "latest" cannot resolve that, so pin what the tag points at.
+    [ -f "$tools/verdaccio/package.json" ] || cat >"$tools/verdaccio/package.json" <<'JSON'
+{"private": true, "overrides": {"node-fetch": "^2.7.0"}}
+JSON
+    npm install --prefix "$tools/verdaccio" --no-audit --no-fund verdaccio@6
+fi
+
+venv="$tools/pypi-cache-venv"
+if ! "$venv/bin/python" -c 'import proxpi, gunicorn' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --disable-pip-version-check --quiet proxpi gunicorn
+fi
+echo "contenders installed under $tools (and squid from Debian)"

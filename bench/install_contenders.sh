@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the caches the benchmark compares Mirrorgate with: Squid (with ssl_bump, from
+# Installs what the benchmarks need beyond the test suite (HAProxy for bench/scale.py) and
+# the caches the benchmark compares Mirrorgate with: Squid (with ssl_bump, from
 # Debian's squid-openssl), Verdaccio (npm, under bench/.tools/verdaccio) and proxpi (PyPI,
 # in its own venv bench/.tools/pypi-cache-venv so its Flask/requests cannot clash with
 # the project's). Safe to run again: each step is skipped when already done.
@@ -8,12 +9,15 @@ cd "$(dirname "$0")"
 tools="$PWD/.tools"
 mkdir -p "$tools"
 
-if ! command -v squid >/dev/null || ! dpkg -s squid-openssl >/dev/null 2>&1; then
+if ! command -v squid >/dev/null || ! dpkg -s squid-openssl >/dev/null 2>&1 || ! command -v haproxy >/dev/null; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get update
-    # Debian starts the packaged service on install; the benchmark runs its own squid.
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends squid-openssl
-    $sudo systemctl disable --now squid 2>/dev/null || $sudo service squid stop 2>/dev/null || true
+    # HAProxy is the L4 balancer of bench/scale.py. Debian starts the packaged services
+    # on install; the benchmarks run their own.
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends squid-openssl haproxy
+    for service in squid haproxy; do
+        $sudo systemctl disable --now $service 2>/dev/null || $sudo service $service stop 2>/dev/null || true
+    done
 fi
 
 if [ ! -x "$tools/verdaccio/node_modules/.bin/verdaccio" ]; then

@@ -112,13 +112,19 @@ class Running:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(20)
+        if self.proc:
+            terminate(self.proc)
+
+
+def terminate(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM, and SIGKILL if it is still there after `grace` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(grace)
 
 
 # ---- starting servers ------------------------------------------------------------

@@ -68,10 +68,12 @@ class AccessLog:
             return
         if self.metrics is not None:
             self.metrics.request(record)
+        if not self._file and ctx.options.access_log != "-":
+            return  # access_log='': counted, written nowhere
         line = json.dumps(record, separators=(",", ":"))
         if self._file:
             self._file.write(line + "\n")
-        elif ctx.options.access_log == "-":
+        else:
             log.info(line)
 
     def response(self, flow: http.HTTPFlow) -> None:

@@ -36,11 +36,14 @@ log = logging.getLogger("mirrorgate.gate")
 HTTP_PROXY_MODES = (mode_specs.RegularMode, mode_specs.UpstreamMode)
 # Validators that cost nothing: caching them would only add a thread hop.
 CHEAP = (proxyauth.AcceptAll, proxyauth.SingleUser)
+# Client addresses whose verdict is kept: every request is checked, parsing an address costs.
+VERDICTS_KEPT = 4096
 
 
 class Gate:
     def __init__(self) -> None:
         self.networks = access.parse_networks(access.DEFAULT_CLIENT_ALLOW)
+        self._verdicts: dict[object, bool] = {}  # peer host → allowed, for self.networks
         self.cache_ttl = access.ACCEPTED_TTL
         self._executor: ThreadPoolExecutor | None = None
 
@@ -59,6 +62,7 @@ class Gate:
                 self.networks = access.parse_networks(ctx.options.client_allow)
             except ValueError as e:
                 raise exceptions.OptionsError(f"client_allow: {e}") from None
+            self._verdicts = {}
         if "proxyauth_cache" in updated:
             if ctx.options.proxyauth_cache < 0:
                 raise exceptions.OptionsError(
@@ -85,12 +89,21 @@ class Gate:
             log.warning("Client connection from %s closed: not in client_allow", address)
             client.error = "Connection killed: client address not in client_allow."
 
+    def _allowed(self, peername: tuple | None) -> bool:
+        host = peername[0] if peername else None
+        verdict = self._verdicts.get(host)
+        if verdict is None:
+            if len(self._verdicts) >= VERDICTS_KEPT:
+                self._verdicts.clear()
+            verdict = self._verdicts[host] = access.allowed(access.client_address(peername), self.networks)
+        return verdict
+
     def _admit(self, flow: http.HTTPFlow) -> None:
         if isinstance(flow.client_conn.proxy_mode, mode_specs.LocalMode):
             return
-        address = access.client_address(flow.client_conn.peername)
-        if access.allowed(address, self.networks):
+        if self._allowed(flow.client_conn.peername):
             return
+        address = access.client_address(flow.client_conn.peername)
         log.warning("Refused %s %s from %s: not in client_allow", flow.request.method,
                     flow.request.pretty_url if flow.request.method != "CONNECT" else flow.request.authority,
                     address)

@@ -13,7 +13,7 @@ from mitmproxy.tools import cmdline
 from mitmproxy.tools.dump import DumpMaster
 from mitmproxy.tools.main import run
 
-from addons import default_addons
+from addons import Mirrorgate, default_addons
 from addons.gate import Gate
 from addons.options import DECLARED
 
@@ -27,7 +27,7 @@ class MirrorgateMaster(DumpMaster):
         chain = self.addons.chain
         pa = self.addons.get("proxyauth")
         chain.insert(chain.index(pa) if pa in chain else 0, self.addons.register(Gate()))
-        self.addons.add(*default_addons())
+        self.addons.add(Mirrorgate(default_addons()))
         # Defaults that the command line may still override: the access log replaces
         # mitmdump's per-flow lines, which would show relay hand-overs, not requests.
         # Decrypted connections go to rule hosts, which speak HTTP: a request that does

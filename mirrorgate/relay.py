@@ -16,12 +16,15 @@ import os
 import secrets
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from email.utils import formatdate
 from functools import partial
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
 from cachetools import LRUCache, TTLCache
 from multidict import CIMultiDict
 
@@ -51,6 +54,8 @@ HOT_ENTRY_MAX = 256 * 1024
 HOT_BYTES = 64 * 1024 * 1024
 STALE_WARNING = '110 - "Response is Stale"'
 _COUNTERS = {"HIT": "hits", "STALE": "stale", "REVALIDATED": "revalidated"}
+# The reason phrases aiohttp sends.
+REASONS = {s.value: s.phrase for s in HTTPStatus}
 MAX_CHECK_DOCUMENT = 64 * 1024 * 1024
 MAX_OBSERVED = 1024 * 1024
 INLINE_DECODE = 1024 * 1024
@@ -102,6 +107,46 @@ def _whole_body_request(headers: Mapping[str, str]) -> CIMultiDict[str]:
     decodes only a coding it offered itself, and offers none with a Range."""
     out = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in ("range", "if-range"))
     out.setdefault("Accept-Encoding", "identity")
+    return out
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A whole response that the proxy sends itself, without the hop to the relay."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def client_headers(headers: Iterable[tuple[str, str]], trace: Trace) -> list[tuple[str, str]]:
+    """Response headers as a client gets them: without Mirrorgate's own bookkeeping, with
+    the trace in one `X-Mirrorgate` header, in the place of the first an upstream sent."""
+    out, placed = [], False
+    for k, v in headers:
+        name = k.lower()
+        if name == "x-mirrorgate" and not placed:
+            out.append((HEADER, trace.header()))
+            placed = True
+        elif name != "x-mirrorgate" and not name.startswith("x-mirrorgate-"):
+            out.append((k, v))
+    return out if placed else out + [(HEADER, trace.header())]
+
+
+def as_the_relay_sends(status: int, method: str, headers: list[tuple[str, str]],
+                       length: int) -> list[tuple[str, str]]:
+    """`headers` with what aiohttp adds to every relay response that lacks them, so that a
+    hit the proxy answers itself reads the same as one the relay served."""
+    names = {k.lower() for k, _ in headers}
+    out = list(headers)
+    empty = method == "HEAD" or status in (204, 304) or 100 <= status < 200
+    if not empty and length and "content-type" not in names:
+        out.append(("Content-Type", "application/octet-stream"))
+    if "date" not in names:
+        out.append(("Date", formatdate(usegmt=True)))
+    if "server" not in names:
+        out.append(("Server", SERVER_SOFTWARE))
     return out
 
 
@@ -180,6 +225,49 @@ class RelayServer:
             return web.Response(status=502, text=f"Mirrorgate: no rule routes {target} any more.\n")
         trace = handover.trace if handover else Trace(found.rule.name)
         return await self._serve(request, found, path, profile, trace)
+
+    def answer_hit(self, method: str, headers: Mapping[str, str], route: routing.Route, path: str,
+                   trace: Trace) -> Answer | None:
+        """A fresh hit with a small body (or none), answered whole from memory so that the
+        proxy can send it without the hop to the relay: the hop costs more than the rest
+        of a hit, and HTTP/2 clients pay a new connection to the relay on every request.
+        `headers` are the client's, lower-cased. None leaves the request to the relay,
+        which serves everything else (misses, stale entries, large bodies, protocols that
+        resolve a name or answer themselves) and decides every hit in the same way."""
+        store, rule = self._store(), route.rule
+        if store is None or rule.cache is None or method not in ("GET", "HEAD"):
+            return None
+        remainder = route.prefix.remainder(routing.split_query(path)[0]) or "/"
+        proto = self.protocols.get(rule.protocol) if rule.protocol else None
+        if proto is not None and (type(proto).resolve is not Protocol.resolve
+                                  or proto.local_answer(remainder) is not None
+                                  or ("range" in headers and proto.serves_whole(remainder))):
+            return None
+        cls = policy.classify(rule.cache, remainder)
+        if cls is None:
+            return None
+        entry = store.lookup(policy.cache_key(f"{route.prefix.origin}{path}", cls, rule.cache, headers))
+        if entry is None or policy.freshness(entry, rule.cache, time.time()) != "fresh":
+            return None
+        plan = policy.plan_hit(entry, method, headers)
+        if plan is None or (plan.length and entry.size > HOT_ENTRY_MAX):
+            return None
+        body = b""
+        if plan.length:
+            try:
+                fd = store.open(entry)
+            except FileNotFoundError:
+                return None
+            try:
+                body = self._small_body(fd, entry)[plan.start:plan.start + plan.length]
+            finally:
+                os.close(fd)
+        trace.cache = "HIT"
+        self.stats.hits += 1
+        self.stats.bytes_from_cache += plan.length
+        store.touch(entry.key)
+        headers = as_the_relay_sends(plan.status, method, client_headers(plan.headers, trace), plan.length)
+        return Answer(plan.status, REASONS.get(plan.status, ""), headers, body)
 
     # ---- dispatch --------------------------------------------------------------------------
 
@@ -519,12 +607,7 @@ class RelayServer:
 
     async def _send_body(self, out: web.StreamResponse, fd: int, entry: Entry, start: int, length: int) -> None:
         if entry.size <= HOT_ENTRY_MAX:
-            hot_key = (entry.name, entry.stored_at)
-            body = self._hot.get(hot_key)
-            if body is None:
-                body = os.pread(fd, entry.size, 0)
-                self._hot[hot_key] = body
-            await out.write(body[start:start + length])
+            await out.write(self._small_body(fd, entry)[start:start + length])
         else:
             offset, end = start, start + length
             while offset < end:
@@ -536,15 +619,20 @@ class RelayServer:
                 await out.write(data)
         self.stats.bytes_from_cache += length
 
+    def _small_body(self, fd: int, entry: Entry) -> bytes:
+        hot_key = (entry.name, entry.stored_at)
+        body = self._hot.get(hot_key)
+        if body is None:
+            body = os.pread(fd, entry.size, 0)
+            self._hot[hot_key] = body
+        return body
+
     # ---- responses -----------------------------------------------------------------------
 
     @staticmethod
     def _response(status: int, headers, trace: Trace, reason: str | None = None) -> web.StreamResponse:
         out = web.StreamResponse(status=status, reason=reason or None)
-        for k, v in headers:
-            if not k.lower().startswith("x-mirrorgate-"):  # Mirrorgate's own bookkeeping
-                out.headers.add(k, v)
-        out.headers[HEADER] = trace.header()
+        out.headers.extend(client_headers(headers, trace))
         return out
 
     @staticmethod

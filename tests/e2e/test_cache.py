@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
 
 import pytest
 
+from mirrorgate.relay import HOT_ENTRY_MAX
+from mirrorgate.trace import parse_header
 from tests.e2e.test_fallback import header, rules_yaml
+from tests.e2e.test_policy import read_log_lines
+from tests.support.proxy import clean_env
 
 pytestmark = pytest.mark.e2e
 
@@ -150,6 +155,70 @@ def test_range_and_head_are_served_from_the_cached_file(fake, proxy, client):
     assert r.status_code == 200 and r.content == b"" and r.headers["content-length"] == str(len(body))
     assert header(r)["cache"] == "HIT"
     assert mirror.count() == 1
+
+
+def curl_h2(p, bundle, url: str, *args: str) -> tuple[int, dict[str, str], bytes]:
+    """An HTTP/2 request through the proxy: status, headers, body."""
+    body = bundle.with_name("body")
+    body.write_bytes(b"")  # curl leaves the file alone when there is no body
+    out = subprocess.run(["curl", "-sS", "--http2", "--proxy", p.url, "--cacert", str(bundle), "-D", "-",
+                          "-o", str(body), *args, url], capture_output=True, timeout=30, env=clean_env(), check=False)
+    assert out.returncode == 0, out.stderr
+    _tunnel, head = out.stdout.decode().strip().split("\r\n\r\n")
+    status, *fields = head.split("\r\n")
+    assert status.startswith("HTTP/2 ")
+    return int(status.split()[1]), dict(f.split(": ", 1) for f in fields), body.read_bytes()
+
+
+@pytest.mark.parametrize("size", [1000, HOT_ENTRY_MAX + 1], ids=["small", "large"])
+def test_hits_answer_http2_clients_in_full(fake, proxy, client, pki, tmp_path, size):
+    # Small bodies are answered by the proxy itself, large ones by the relay: the same either way.
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    mirror.serve("/files/a.bin", body, headers={"ETag": '"e"'})
+    log = tmp_path / "access.log"
+    p = proxy(cached_rules(origin, [mirror]), "--set", f"access_log={log}")
+    bundle = p.trust_bundle(pki.ca, tmp_path / "cas.pem")
+    url = origin.url + "files/a.bin"
+    client(p).get(url)
+
+    status, headers, got = curl_h2(p, bundle, url)
+    assert status == 200 and got == body and headers["etag"] == '"e"' and headers["content-length"] == str(size)
+    assert parse_header(headers["x-mirrorgate"]) == {"rule": "reg", "upstream": "cache", "cache": "HIT"}
+    status, headers, got = curl_h2(p, bundle, url, "-r", "10-19")
+    assert status == 206 and got == body[10:20] and headers["content-range"] == f"bytes 10-19/{size}"
+    status, headers, got = curl_h2(p, bundle, url, "-I")
+    assert status == 200 and headers["content-length"] == str(size)
+    status, headers, got = curl_h2(p, bundle, url, "-H", 'If-None-Match: "e"')
+    assert status == 304 and got == b"" and parse_header(headers["x-mirrorgate"])["cache"] == "HIT"
+    assert mirror.count() == 1
+
+    lines = read_log_lines(log, 5)
+    assert [(line["url"], line["status"], line["cache"], line["bytes"]) for line in lines[1:]] == [
+        (url, 200, "HIT", size), (url, 206, "HIT", 10), (url, 200, "HIT", 0), (url, 304, "HIT", 0)]
+    stats = client(p).get("http://mirrorgate/cache").json()["cache"]
+    assert (stats["hits"], stats["misses"], stats["bytes_from_cache"]) == (4, 1, size + 10)
+
+
+def test_a_hit_sees_the_request_as_mitmproxys_request_options_left_it(fake, proxy, client):
+    # anticache drops the conditional headers before Mirrorgate answers, as before any upstream.
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    mirror.serve("/files/a.bin", b"body", headers={"ETag": '"e"'})
+    c = client(proxy(cached_rules(origin, [mirror]), "--set", "anticache=true"))
+    c.get(origin.url + "files/a.bin")
+
+    r = c.get(origin.url + "files/a.bin", headers={"If-None-Match": '"e"'})
+    assert r.status_code == 200 and r.content == b"body" and header(r)["cache"] == "HIT"
+
+
+def test_a_request_whose_body_is_streamed_still_reaches_the_relay(fake, proxy, client):
+    origin, mirror = fake("origin", "127.0.0.2"), fake("mirror", "127.0.0.3")
+    mirror.serve("/files/a.bin", b"from the mirror")
+    c = client(proxy(cached_rules(origin, [mirror]), "--set", "stream_large_bodies=1k"))
+
+    r = c.request("GET", origin.url + "files/a.bin", content=b"x" * 4096)
+    assert r.content == b"from the mirror" and header(r)["upstream"] == f"mirror:{mirror.url}"
+    assert origin.count() == 0
 
 
 def test_compressed_entries_reach_only_clients_that_accept_the_coding(fake, proxy, client):

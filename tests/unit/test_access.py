@@ -336,6 +336,17 @@ def test_a_client_outside_the_allowlist_is_answered_403_and_the_chain_stops(meth
         assert admitted.response is None
 
 
+def test_a_new_allowlist_judges_clients_already_seen_again():
+    gate = Gate()
+    with taddons.context(gate) as tctx:
+        tctx.configure(gate, client_allow=["10.0.0.0/8"])
+        asyncio.run(gate.requestheaders(proxy_flow("10.20.30.40")))
+        tctx.configure(gate, client_allow=["192.168.0.0/16"])
+        with pytest.raises(exceptions.AddonHalt):
+            asyncio.run(gate.requestheaders(proxy_flow("10.20.30.40")))
+        asyncio.run(gate.requestheaders(proxy_flow("192.168.7.7")))
+
+
 def test_the_machines_own_traffic_in_local_mode_is_not_checked():
     gate = Gate()
     with taddons.context(gate) as tctx:
@@ -377,16 +388,19 @@ def test_bad_option_values_are_refused(option, value, message):
 
 def test_the_gate_sits_just_before_proxyauth():
     from mitmproxy import options
+    from mitmproxy.addonmanager import traverse
 
     from mirrorgate.cli import MirrorgateMaster
 
     async def chain():
         master = MirrorgateMaster(options.Options())
-        return [type(a).__name__ for a in master.addons.chain]
+        return [type(a).__name__ for a in master.addons.chain], [type(a).__name__ for a in traverse(master.addons.chain)]
 
-    names = asyncio.run(chain())
+    entries, names = asyncio.run(chain())
     assert names[names.index("Gate") + 1] == "ProxyAuth"
     assert names.index("Gate") < names.index("Router")
+    # The others share one entry of the chain: every entry costs every hook of every flow.
+    assert "Mirrorgate" in entries and "Router" not in entries
 
 
 # ---- mitmproxy's block_global / block_private, as docs/access-control.md states them -------

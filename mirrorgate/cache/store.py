@@ -11,6 +11,7 @@ an unindexed object, both removed at the next start; never a served partial file
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -23,12 +24,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+from cachetools import LRUCache
+
 from mirrorgate.cache.policy import Entry
 
 log = logging.getLogger("mirrorgate.cache")
 
 # How often last-access times are written back; LRU order needs no finer grain.
 TOUCH_FLUSH_SECONDS = 5.0
+# Index rows kept in memory, most recently looked up first, so that a hit costs no query.
+ROWS_KEPT = 4096
 # After an eviction pass the cache is this fraction of its bound, so that one new entry
 # does not set off a pass of its own.
 EVICT_TO = 0.9
@@ -89,15 +94,34 @@ class _Usage:
     bytes: int = 0
 
 
+def _claim(root: Path) -> int:
+    """Hold the directory for this process, or refuse. Two processes on one directory
+    would each delete the other's fills at start-up, count sizes apart and race on
+    publication (see docs/benchmarks.md, past one core); each needs its own for now."""
+    fd = os.open(root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise OSError(f"another Mirrorgate process (pid {holder}) is using it; "
+                      "give each process a cache_dir of its own") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
 class DiskStore:
     def __init__(self, root: Path, max_size: int, min_free: int) -> None:
         self.root = root
         self.max_size = max_size
         self.min_free = min_free
         self.objects = root / "objects"
+        self._objects_dir = str(self.objects)
         self.tmp = root / "tmp"
         for d in (self.objects, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
+        self._lock = _claim(root)
         self.db = sqlite3.connect(root / "index.sqlite", isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -109,6 +133,8 @@ class DiskStore:
         self.db.execute("CREATE INDEX IF NOT EXISTS by_url ON entries(url)")
         self.db.execute("CREATE INDEX IF NOT EXISTS by_access ON entries(last_access)")
         self._touched: dict[str, float] = {}
+        # This process is the index's only writer: every write below drops its row here.
+        self._rows: LRUCache[str, Entry] = LRUCache(maxsize=ROWS_KEPT)
         self._last_flush = time.monotonic()
         self._last_no_room_log = 0.0
         self._usage = _Usage()
@@ -144,18 +170,23 @@ class DiskStore:
 
     # ---- reading -------------------------------------------------------------------------
 
-    def _path(self, name: str) -> Path:
-        return self.objects / name[:2] / name
+    def _path(self, name: str) -> str:
+        # A string, not a Path: opening a body is on every hit's way.
+        return f"{self._objects_dir}/{name[:2]}/{name}"
 
     def lookup(self, key: str) -> Entry | None:
+        entry = self._rows.get(key)
+        if entry is not None:
+            return entry
         row = self.db.execute(
             "SELECT key, url, cls, status, headers, size, stored_at, validated_at, filled_by, name "
             "FROM entries WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
         k, url, cls, status, headers, size, stored_at, validated_at, filled_by, name = row
-        return Entry(k, url, cls, status, tuple(tuple(h) for h in json.loads(headers)), size, stored_at,
-                     validated_at, filled_by, name)
+        entry = self._rows[key] = Entry(k, url, cls, status, tuple(tuple(h) for h in json.loads(headers)), size,
+                                        stored_at, validated_at, filled_by, name)
+        return entry
 
     def open(self, entry: Entry) -> int:
         """A descriptor on the body; FileNotFoundError if it vanished (then the row goes)."""
@@ -208,7 +239,7 @@ class DiskStore:
             writer.path.unlink(missing_ok=True)  # the descriptor stays open for its readers
             return entry
         name = object_name(entry.key)
-        target = self._path(name)
+        target = Path(self._path(name))
         target.parent.mkdir(exist_ok=True)
         old = self.lookup(entry.key)
         os.replace(writer.path, target)
@@ -219,6 +250,7 @@ class DiskStore:
             "last_access, filled_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (entry.key, entry.url, name, entry.cls, entry.status, json.dumps(entry.headers), entry.size,
              entry.stored_at, entry.validated_at, now, entry.filled_by))
+        self._rows.pop(entry.key, None)
         if old is not None:
             self._usage.entries -= 1
             self._usage.bytes -= old.size
@@ -231,6 +263,7 @@ class DiskStore:
     def revalidated(self, entry: Entry, headers: tuple[tuple[str, str], ...], now: float) -> Entry:
         self.db.execute("UPDATE entries SET headers = ?, validated_at = ?, last_access = ? WHERE key = ?",
                         (json.dumps(headers), now, now, entry.key))
+        self._rows.pop(entry.key, None)
         return replace(entry, headers=headers, validated_at=now)
 
     # ---- removing ------------------------------------------------------------------------
@@ -239,7 +272,8 @@ class DiskStore:
         n = 0
         for key, name, size in rows:
             self.db.execute("DELETE FROM entries WHERE key = ?", (key,))
-            self._path(name).unlink(missing_ok=True)
+            self._rows.pop(key, None)
+            Path(self._path(name)).unlink(missing_ok=True)
             self._touched.pop(key, None)
             self._usage.entries -= 1
             self._usage.bytes -= size
@@ -281,3 +315,4 @@ class DiskStore:
     def close(self) -> None:
         self._flush_touches()
         self.db.close()
+        os.close(self._lock)  # and with it the claim on the directory

@@ -49,3 +49,15 @@ def test_the_default_rules_start_and_print_what_a_user_needs(proxy):
     assert f"export HTTPS_PROXY=http://127.0.0.1:{p.port}" in text
     bundle = p.confdir / "mirrorgate-ca-bundle.pem"
     assert bundle.read_text().endswith(p.ca.read_text())
+
+
+def test_a_second_process_on_one_cache_dir_refuses_to_start(proxy, tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text((ROOT / "rules" / "default.yaml").read_text())
+    p = proxy(rules.read_text(), cache_dir=rules.with_suffix(".cache"))  # the one run_to_exit gives
+
+    out = run_to_exit(rules, tmp_path / "conf2")
+
+    assert out.returncode != 0
+    assert f"another Mirrorgate process (pid {p.proc.pid}) is using it" in out.stdout + out.stderr
+    assert p.proc.poll() is None  # the first one serves on

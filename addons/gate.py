@@ -84,9 +84,8 @@ class Gate:
         # LocalMode is this machine's own traffic, which mitmproxy's block options trust too.
         if isinstance(client.proxy_mode, (*HTTP_PROXY_MODES, mode_specs.LocalMode)):
             return
-        address = access.client_address(client.peername)
-        if not access.allowed(address, self.networks):
-            log.warning("Client connection from %s closed: not in client_allow", address)
+        if not self._allowed(client.peername):
+            log.warning("Client connection from %s closed: not in client_allow", access.client_address(client.peername))
             client.error = "Connection killed: client address not in client_allow."
 
     def _allowed(self, peername: tuple | None) -> bool:

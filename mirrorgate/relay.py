@@ -31,11 +31,11 @@ from multidict import CIMultiDict
 from mirrorgate import protocols, routing
 from mirrorgate.cache import codings, policy
 from mirrorgate.cache.fill import ALL_MIRRORS, Answered, Direct, Failed, Fill, FillRequest, Streamed, run_fill
-from mirrorgate.cache.policy import Entry
+from mirrorgate.cache.policy import Class, Entry, Freshness
 from mirrorgate.cache.store import Store
 from mirrorgate.circuit import CircuitBoard
 from mirrorgate.metrics import Metrics
-from mirrorgate.rules import RuleSet
+from mirrorgate.rules import CachePolicy, RuleSet
 from mirrorgate.protocols import Head, Protocol, RewriteContext
 from mirrorgate.trace import HEADER, Hop, Trace
 from mirrorgate.upstream import Opened, UpstreamClient, UpstreamFailure
@@ -150,6 +150,15 @@ def as_the_relay_sends(status: int, method: str, headers: list[tuple[str, str]],
     return out
 
 
+def _stored(store: Store, cache: CachePolicy, url: str, cls: Class,
+            headers: Mapping[str, str]) -> tuple[str, Entry | None, Freshness | None]:
+    """The cache key a request is served by, its entry and that entry's freshness: one
+    place for the relay and for hits the proxy answers itself, so both find the same."""
+    key = policy.cache_key(url, cls, cache, headers)
+    entry = store.lookup(key)
+    return key, entry, policy.freshness(entry, cache, time.time()) if entry is not None else None
+
+
 @dataclass(frozen=True)
 class Handover:
     """What the Router routed a flow by: its trace, and the rules and profile in force
@@ -246,8 +255,8 @@ class RelayServer:
         cls = policy.classify(rule.cache, remainder)
         if cls is None:
             return None
-        entry = store.lookup(policy.cache_key(f"{route.prefix.origin}{path}", cls, rule.cache, headers))
-        if entry is None or policy.freshness(entry, rule.cache, time.time()) != "fresh":
+        _, entry, state = _stored(store, rule.cache, f"{route.prefix.origin}{path}", cls, headers)
+        if state != "fresh":
             return None
         plan = policy.plan_hit(entry, method, headers)
         if plan is None or (plan.length and entry.size > HOT_ENTRY_MAX):
@@ -309,19 +318,16 @@ class RelayServer:
             return await self._pass(request, route, path, profile, trace, None)
         headers = {k.lower(): v for k, v in request.headers.items()}
         if cls is not None and rule.cache is not None:
-            key = policy.cache_key(url, cls, rule.cache, headers)
-            entry = store.lookup(key)
+            key, entry, state = _stored(store, rule.cache, url, cls, headers)
         else:
-            key, entry = f"{url}\naccept: {headers.get('accept', '')}", None  # checked, never kept
-        if entry is not None and rule.cache is not None:
-            state = policy.freshness(entry, rule.cache, time.time())
-            if state == "fresh":
-                answered = await self._answer(request, store, entry, trace, "HIT")
-                if answered is not None:
-                    return answered
-            elif state == "expired":
-                store.delete(key)
-                entry = None
+            key, entry, state = f"{url}\naccept: {headers.get('accept', '')}", None, None  # checked, never kept
+        if state == "fresh":
+            answered = await self._answer(request, store, entry, trace, "HIT")
+            if answered is not None:
+                return answered
+        elif state == "expired":
+            store.delete(key)
+            entry = None
         if cls is not None:
             trace.cache = "MISS"
         if request.method != "GET" or "range" in headers:

@@ -108,13 +108,14 @@ class GoProxy(Protocol):
         if not m or not sumdb:
             return None
         escaped, version, kind = m.groups()
-        hashes = await self._record(f"{sumdb.rstrip('/')}/lookup/{escaped}@{version}", fetch)
+        hashes = await self._record(f"{sumdb.rstrip('/')}/lookup/{escaped}@{version}", unescape(escaped),
+                                    unescape(version), fetch)
         if hashes is None:
             return None  # no record (a new or private module): the go command decides
         expected = hashes.get(kind)
         return GoHash(kind, expected) if expected else None
 
-    async def _record(self, lookup: str, fetch) -> dict[str, str] | None:
+    async def _record(self, lookup: str, module: str, version: str, fetch) -> dict[str, str] | None:
         """One lookup per module version: the go command asks for its .mod and then its
         .zip, often at once, and both are checked against the same record. Records never
         change, so they are kept; a failed lookup is not (it may be passing trouble)."""
@@ -122,16 +123,15 @@ class GoProxy(Protocol):
             return hashes
         pending = self._pending.get(lookup)
         if pending is None:
-            pending = self._pending[lookup] = asyncio.ensure_future(self._look_up(lookup, fetch))
+            pending = self._pending[lookup] = asyncio.ensure_future(self._look_up(lookup, module, version, fetch))
             pending.add_done_callback(lambda _: self._pending.pop(lookup, None))
         # Shielded: a client that goes away must not cancel the lookup others wait on.
         return await asyncio.shield(pending)
 
-    async def _look_up(self, lookup: str, fetch) -> dict[str, str] | None:
+    async def _look_up(self, lookup: str, module: str, version: str, fetch) -> dict[str, str] | None:
         body = await fetch(lookup, {})
         if body is None:
             return None
-        module, version = lookup.rsplit("/lookup/", 1)[1].rsplit("@", 1)
-        hashes = lookup_hashes(body.decode("utf-8", "replace"), unescape(module), unescape(version))
+        hashes = lookup_hashes(body.decode("utf-8", "replace"), module, version)
         self._records[lookup] = hashes
         return hashes

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,8 +51,10 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
 
 
 def size_arg(text: str) -> int:
+    """A size such as 4096, 100m, 1g or 0.5g."""
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    return int(text[:-1]) * units[text[-1].lower()] if text[-1].lower() in units else int(text)
+    unit = units.get(text[-1].lower())
+    return int(float(text[:-1]) * unit) if unit else int(text)
 
 
 class Setup:
@@ -117,27 +120,35 @@ class Setup:
         self.server.wait(10)
 
 
-def load(setup: Setup, concurrency: int, requests: int, http: str) -> dict:
+def load(setup: Setup, concurrency: int, requests: int, http: str, proxy_url: str | None = None,
+         prefix: Sequence[str] = ()) -> dict:
     """curl in parallel mode: `concurrency` keep-alive connections share `requests`
-    transfers; curl reports each transfer's time."""
+    transfers; curl reports each transfer's time. Through a proxy (Mirrorgate's, or
+    `proxy_url` in front of Mirrorgate) every transfer must be a cache hit. `prefix`
+    runs curl under another command (taskset)."""
     url = setup.base + "files/small.bin"
     bundle = setup.work / "cas.pem"
     bundle.write_text((setup.proxy.ca.read_text() if setup.proxy else "") + setup.pki.ca.read_text())
     config = setup.work / "transfers.curl"
     config.write_text(f'url = "{url}"\noutput = "/dev/null"\n' * requests)
-    cmd = ["curl", "-sS", f"--http{http}", "-Z", "--parallel-max", str(concurrency), "--cacert", str(bundle), "-K", str(config),
-           "-w", "%{http_code} %{size_download} %{time_total}\n"]
-    if setup.proxy:
-        cmd[1:1] = ["-x", setup.proxy.url]
+    proxy = proxy_url or (setup.proxy.url if setup.proxy else None)
+    cmd = [*prefix, "curl", "-sS", f"--http{http}", "-Z", "--parallel-max", str(concurrency), "--cacert", str(bundle),
+           "-K", str(config), "-w", "%{http_code} %{size_download} %{time_total} %{num_connects} %header{x-mirrorgate}\n"]
+    if proxy:
+        cmd += ["-x", proxy]
     started = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=600)
     elapsed = time.monotonic() - started
-    rows = [line.split() for line in out.stdout.splitlines()]
+    rows = [line.split(maxsplit=4) for line in out.stdout.splitlines()]
     if len(rows) != requests or any(r[0] != "200" or int(r[1]) != SMALL for r in rows):
         raise SystemExit(f"failed transfers: {out.stderr[-500:]}")
+    misses = [r[4] if len(r) > 4 else "" for r in rows if len(r) < 5 or "cache=HIT" not in r[4]] if proxy else []
+    if misses:
+        raise SystemExit(f"{len(misses)} of {requests} transfers were not cache hits, e.g. {misses[0]!r}")
     q = statistics.quantiles([float(r[2]) for r in rows], n=100)
-    return {"requests": requests, "rps": round(requests / elapsed, 1),
-            "p50_ms": round(q[49] * 1000, 2), "p99_ms": round(q[98] * 1000, 2)}
+    return {"requests": requests, "seconds": round(elapsed, 2), "rps": round(requests / elapsed, 1),
+            "p50_ms": round(q[49] * 1000, 2), "p99_ms": round(q[98] * 1000, 2),
+            "connections": sum(int(r[3]) for r in rows)}
 
 
 def big(setup: Setup, size: int) -> dict:

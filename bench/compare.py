@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import workloads as wl  # noqa: E402
+from bench.cache_hits import size_arg  # noqa: E402
 from bench.contenders import Running  # noqa: E402
 from bench.contenders import mirrorgate as mirrorgate_contender  # noqa: E402
 from bench.contenders import mitmdump as mitmdump_contender  # noqa: E402
@@ -52,11 +54,6 @@ from tests.support.fakes import LoopThread  # noqa: E402
 from tests.support.pki import make_pki  # noqa: E402
 
 WAN_READY = 30.0
-
-
-def size_arg(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    return int(float(text[:-1]) * units[text[-1].lower()]) if text[-1].lower() in units else int(text)
 
 
 def link_arg(text: str) -> tuple[float, str]:
@@ -74,16 +71,17 @@ class Wan:
             cmd += ["--forward", f"{name}:{host}:{port}:{link}"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         self.ports: dict[str, int] = {}
-        deadline = time.monotonic() + WAN_READY
+        # A simulator that hangs silently is killed, which ends the reading below.
+        watchdog = threading.Timer(WAN_READY, self.proc.kill)
+        watchdog.start()
         for line in self.proc.stdout:
             if line.startswith("forward "):
                 _, name, port = line.split()
                 self.ports[name] = int(port)
             elif line.strip() == "ready":
                 break
-            if time.monotonic() > deadline:
-                break
-        if len(self.ports) != len(forwards):
+        watchdog.cancel()
+        if len(self.ports) != len(forwards) or self.proc.poll() is not None:
             self.stop()
             raise SystemExit("the WAN simulator did not start")
 

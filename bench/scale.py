@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cache_hits import SMALL, Setup  # noqa: E402
+from bench.cache_hits import Setup, load  # noqa: E402
 from bench.contenders import CLK_TCK, cpu_seconds  # noqa: E402
 from bench.haproxy import Balancer  # noqa: E402
 from tests.support.proxy import ProxyProcess, clean_env, start_proxy  # noqa: E402
@@ -61,37 +61,13 @@ def children_cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def load(setup: Setup, balancer: Balancer, bundle: Path, concurrency: int, requests: int, pinned: bool) -> dict:
-    """`cache_hits.load` through the balancer, and each transfer's X-Mirrorgate header
-    checked to be a hit."""
-    config = setup.work / "transfers.curl"
-    config.write_text(f'url = "{setup.base}files/small.bin"\noutput = "/dev/null"\n' * requests)
-    cmd = [*(["taskset", "-c", LOAD_CPU] if pinned else []),
-           "curl", "-sS", "--http1.1", "-Z", "--parallel-max", str(concurrency), "-x", balancer.url,
-           "--cacert", str(bundle), "-K", str(config),
-           "-w", "%{http_code} %{size_download} %{time_total} %{num_connects} %header{x-mirrorgate}\n"]
-    started = time.monotonic()
-    out = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=600)
-    elapsed = time.monotonic() - started
-    rows = [line.split(maxsplit=4) for line in out.stdout.splitlines()]
-    if len(rows) != requests or any(r[0] != "200" or int(r[1]) != SMALL for r in rows):
-        raise SystemExit(f"failed transfers: {out.stderr[-500:]}")
-    misses = [r[4] for r in rows if "cache=HIT" not in (r[4] if len(r) > 4 else "")]
-    if misses:
-        raise SystemExit(f"{len(misses)} of {requests} transfers were not cache hits, e.g. {misses[0]!r}")
-    q = statistics.quantiles([float(r[2]) for r in rows], n=100)
-    return {"requests": requests, "seconds": round(elapsed, 2), "rps": round(requests / elapsed, 1),
-            "p50_ms": round(q[49] * 1000, 2), "p99_ms": round(q[98] * 1000, 2),
-            "connections": sum(int(r[3]) for r in rows)}
-
-
-def run(setup: Setup, proxies: list[ProxyProcess], balancer: Balancer, bundle: Path, concurrency: int,
+def run(setup: Setup, proxies: list[ProxyProcess], balancer: Balancer, concurrency: int,
         requests: int, pinned: bool) -> dict:
     watched = {"nginx": setup.server.pid, "haproxy": balancer.proc.pid} | {
         f"proxy{i}": p.proc.pid for i, p in enumerate(proxies)}
     before = {name: cpu_seconds(pid) for name, pid in watched.items()}
     curl_before, busy_before = children_cpu_seconds(), machine_busy_seconds()
-    result = load(setup, balancer, bundle, concurrency, requests, pinned)
+    result = load(setup, concurrency, requests, "1.1", balancer.url, ["taskset", "-c", LOAD_CPU] if pinned else [])
     used = {name: round(cpu_seconds(pid) - before[name], 2) for name, pid in watched.items()}
     curl = round(children_cpu_seconds() - curl_before, 2)
     busy = round(machine_busy_seconds() - busy_before, 2)
@@ -149,11 +125,9 @@ def main() -> None:
         for proxy in proxies:  # Setup.warm warms and checks through its own proxy
             setup.proxy = proxy
             setup.warm("small.bin")
+        # load() trusts this proxy's CA, which is every process's (one confdir): curl would
+        # fail the TLS handshake on any process that signed with another.
         setup.proxy = proxies[0]
-        # One CA file for every process: curl fails the TLS handshake on any process that
-        # signs with another.
-        bundle = setup.work / "cas.pem"
-        bundle.write_text(proxies[0].ca.read_text() + setup.pki.ca.read_text())
         if args.pin:
             pin(setup.server.pid, LOAD_CPU)
             for proxy in proxies:
@@ -165,7 +139,7 @@ def main() -> None:
         for round_ in range(args.warmup + args.rounds):
             for concurrency in args.concurrency:
                 for n in (1, 2):
-                    result = run(setup, proxies[:n], balancers[n], bundle, concurrency, args.requests, args.pin)
+                    result = run(setup, proxies[:n], balancers[n], concurrency, args.requests, args.pin)
                     line = {"processes": n, "concurrency": concurrency, "balance": args.balance,
                             "pinned": args.pin, "round": round_, "warmup": round_ < args.warmup, **result}
                     print(json.dumps(line), flush=True)

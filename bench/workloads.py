@@ -82,6 +82,10 @@ class Workload:
             site.url = f"https://{self.host[0]}:{ports[f'{self.name}-{name}']}/"
         self.publish()
 
+    def base(self, target: Target) -> str:
+        """The URL the client is configured with for a target."""
+        return target.url if target.kind == "registry" else self.sites[target.kind].url
+
     def upstream_requests(self) -> dict[str, int]:
         return {name: len(site.fake.hits) for name, site in self.sites.items()}
 
@@ -169,8 +173,7 @@ class Npm(Workload):
                              **{f"node_modules/{p.name}": {"version": p.version, "resolved": origin + p.tarball_path,
                                                            "integrity": p.integrity} for p in self.packages}}}
         (project / "package-lock.json").write_text(json.dumps(lock, indent=2))
-        registry = {"origin": self.sites["origin"].url, "mirror": self.sites["mirror"].url}.get(
-            client.target.kind, client.target.url)
+        registry = self.base(client.target)
         (work / "npmrc").write_text("")
         (work / "npmrc-global").write_text("")
         env = {**clean_env(), "HOME": str(work), "NODE_EXTRA_CA_CERTS": str(client.ca_bundle)}
@@ -199,6 +202,10 @@ class Pip(Workload):
 
     def site_links(self) -> dict[str, str]:
         return {"origin": "origin", "files": "origin", "mirror": "mirror"}
+
+    def base(self, target: Target) -> str:
+        below = {"origin": "simple/", "mirror": "pypi/web/simple/"}.get(target.kind, "")
+        return super().base(target) + below
 
     def build(self) -> None:
         rng = random.Random(self.seed)
@@ -251,8 +258,7 @@ class Pip(Workload):
                 f"|//{files}/packages/|//{mirror}/pypi/web/packages/"]
 
     def run(self, client: Client, work: Path) -> None:
-        index = {"origin": self.sites["origin"].url + "simple/",
-                 "mirror": self.sites["mirror"].url + "pypi/web/simple/"}.get(client.target.kind, client.target.url)
+        index = self.base(client.target)
         env = {**clean_env(), "HOME": str(work), "PIP_CONFIG_FILE": "/dev/null",
                "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
         (work / "requirements.txt").write_text("".join(f"{d.project}=={d.version}\n" for d in self.dists))
@@ -329,8 +335,7 @@ class Go(Workload):
         (app / "go.mod").write_text("module app.example/app\n\ngo 1.19\n\nrequire (\n"
                                     + "".join(f"\t{m.path} {m.version}\n" for m in self.modules) + ")\n")
         (app / "go.sum").write_text("".join(m.gosum for m in self.modules))
-        goproxy = {"origin": self.sites["origin"].url, "mirror": self.sites["mirror"].url}.get(
-            client.target.kind, client.target.url)
+        goproxy = self.base(client.target)
         env = {**clean_env(), "HOME": str(work), "GOPATH": str(work / "gopath"), "GOCACHE": str(work / "gocache"),
                "GOFLAGS": "-modcacherw", "GOPROXY": goproxy.rstrip("/"), "GOSUMDB": "off", "GONOSUMDB": "",
                "GOPRIVATE": "", "GOTOOLCHAIN": "local", "SSL_CERT_FILE": str(client.ca_bundle)}
@@ -370,8 +375,7 @@ class Big(Workload):
 """
 
     def run(self, client: Client, work: Path) -> None:
-        base = {"origin": self.sites["origin"].url, "mirror": self.sites["mirror"].url}.get(
-            client.target.kind, client.target.url)
+        base = self.base(client.target)
         cmd = ["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download}", "--cacert", str(client.ca_bundle)]
         if client.proxy:
             cmd += ["--proxy", client.proxy]

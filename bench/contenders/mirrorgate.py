@@ -14,6 +14,4 @@ def start(workdir: Path, rules_yaml: str, upstream_ca: Path, *args: str) -> Runn
     rules = workdir / "rules.yaml"
     rules.write_text(rules_yaml)
     p = start_proxy(rules, workdir / "conf", upstream_ca, *args, cache_dir=workdir / "cache")
-    running = Running("mirrorgate", p.proc, proxy_url=p.url, extra_ca=p.ca, workdir=workdir)
-    running.process = p  # keeps its output (the banner, warnings) for a failed run's report
-    return running
+    return Running("mirrorgate", p.proc, proxy_url=p.url, extra_ca=p.ca, workdir=workdir)

@@ -150,11 +150,19 @@ class CachingValidator:
             return verdict
         pending = self._pending.get(key)
         if pending is None:
-            pending = asyncio.get_running_loop().run_in_executor(self._executor, self._run, user, password)
-            self._pending[key] = pending
-            pending.add_done_callback(lambda f: self._settle(key, user, f))
-        verdict, _, _ = await asyncio.shield(pending)
-        return verdict
+            pending = self._pending[key] = asyncio.ensure_future(self._compute(key, user, password))
+        return await asyncio.shield(pending)
+
+    async def _compute(self, key: bytes, user: str, password: str) -> bool:
+        # The verdict is kept before this task is done, so that no caller can see the
+        # task finished while the cache still misses: proxyauth's synchronous call right
+        # after would then run the expensive check again, on the event loop.
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, user, password)
+            self._keep(key, user, *result)
+            return result[0]
+        finally:
+            self._pending.pop(key, None)
 
     def _run(self, user: str, password: str) -> tuple[bool, float, str | None]:
         start = time.monotonic()
@@ -167,11 +175,6 @@ class CachingValidator:
         except Exception as e:  # a validator that fails refuses, as proxyauth treats it
             ok, error = False, f"{type(e).__name__}: {e}"
         return ok, time.monotonic() - start, error
-
-    def _settle(self, key: bytes, user: str, done: asyncio.Future) -> None:
-        self._pending.pop(key, None)
-        if not done.cancelled() and done.exception() is None:
-            self._keep(key, user, *done.result())
 
     def _keep(self, key: bytes, user: str, verdict: bool, elapsed: float, error: str | None) -> None:
         if verdict:

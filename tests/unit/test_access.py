@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import hashlib
 import ipaddress
 import threading
@@ -212,6 +213,36 @@ def test_a_caller_that_goes_away_does_not_lose_the_verdict():
         return await v.check("alice", "s3cret")
 
     assert asyncio.run(scenario())
+    assert len(inner.calls) == 1
+
+
+class InlineExecutor(concurrent.futures.Executor):
+    """Runs the validator inside submit(): the computation is over before the event loop
+    hears of it, so the test below can step the loop one iteration at a time."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        done.set_result(fn(*args, **kwargs))
+        return done
+
+
+@pytest.mark.parametrize("iterations", range(6))
+def test_a_check_that_returns_has_kept_its_verdict_for_proxyauths_call_that_follows(iterations):
+    # A check that starts while the first one is finishing must not return before the
+    # verdict is kept: proxyauth calls the validator synchronously right after the gate,
+    # and a miss there runs bcrypt again, on the event loop.
+    inner = Counting()
+    v = CachingValidator(inner, executor=InlineExecutor())
+
+    async def scenario():
+        first = asyncio.ensure_future(v.check("alice", "s3cret"))
+        for _ in range(iterations):
+            await asyncio.sleep(0)
+        assert await v.check("alice", "s3cret")
+        assert v("alice", "s3cret")  # proxyauth's call
+        assert await first
+
+    asyncio.run(scenario())
     assert len(inner.calls) == 1
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every benchmark behind docs/benchmarks.md, in one run of about 10-12 minutes on the
-# 2-core development machine. Not part of the test suite or CI.
+# Every benchmark behind docs/benchmarks.md, in one run of about 6 minutes (368 s on
+# 2026-11-26) on the 2-core development machine. Not part of the test suite or CI.
 #
 #   bench/install_contenders.sh   # once: Squid, Verdaccio, proxpi (else they are skipped)
 #   bench/run_all.sh              # prints each result and keeps it under bench/out/

@@ -9,21 +9,9 @@ from pathlib import Path
 
 from mitmproxy import ctx
 
-from mirrorgate.clientenv import BUNDLE_NAME, bundle_text, system_roots
+from mirrorgate.clientenv import BUNDLE_NAME, CA_NAME, SetupError, ensure_bundle, system_roots
 
 log = logging.getLogger("mirrorgate")
-
-
-def write_bundle(confdir: Path, roots: Path) -> Path:
-    """System roots plus Mirrorgate's CA. Variables such as SSL_CERT_FILE replace a
-    client's whole trust store, so pointing them at our CA alone would break every host
-    that passes through untouched."""
-    ca = (confdir / "mitmproxy-ca-cert.pem").read_text()
-    bundle = confdir / BUNDLE_NAME
-    tmp = bundle.with_suffix(".tmp")
-    tmp.write_text(bundle_text(roots.read_text(), ca))
-    tmp.replace(bundle)
-    return bundle
 
 
 def banner_lines(host: str, port: int, ca: Path, bundle: Path) -> list[str]:
@@ -44,13 +32,12 @@ def banner_lines(host: str, port: int, ca: Path, bundle: Path) -> list[str]:
 class Banner:
     def running(self) -> None:
         confdir = Path(os.path.expanduser(ctx.options.confdir))
-        ca = confdir / "mitmproxy-ca-cert.pem"
-        roots = system_roots()  # None only without a system store and without certifi
+        ca = confdir / CA_NAME
+        bundle = confdir / BUNDLE_NAME
         try:
-            if roots is None:
-                raise OSError("no system trust store and no certifi")
-            bundle = write_bundle(confdir, roots)
-        except OSError as e:
+            # Several processes may start on one confdir (docs/benchmarks.md, past one core).
+            ensure_bundle(ca.read_text(), bundle, system_roots(), exact=True)
+        except (OSError, SetupError) as e:
             log.warning("Could not write the CA bundle: %s", e)
             bundle = ca
         for host, port, *_ in ctx.master.addons.get("proxyserver").listen_addrs():

@@ -435,20 +435,26 @@ def system_roots() -> Path | None:
     return Path(certifi.where())
 
 
-def ensure_bundle(ca_pem: str, bundle: Path, roots: Path | None) -> bool:
-    """Write the bundle unless it already holds this CA. True if it was written."""
+def ensure_bundle(ca_pem: str, bundle: Path, roots: Path | None, *, exact: bool = False) -> bool:
+    """Write the bundle unless it already holds this CA (with `exact`, unless it is exactly
+    these roots plus this CA, so that a proxy's start picks up new system roots). True
+    if it was written. Written under a unique temporary name and renamed into place, so
+    that processes starting together on one confdir never see half a bundle."""
     try:
-        if bundle_is_current(bundle.read_text(), ca_pem):
-            return False
+        current: str | None = bundle.read_text()
     except FileNotFoundError:
-        pass
+        current = None
     except (OSError, UnicodeDecodeError) as e:
         raise SetupError(f"cannot read the CA bundle {bundle}: {e}") from None
+    if current is not None and not exact and bundle_is_current(current, ca_pem):
+        return False
     if roots is None:
         raise SetupError("found no system trust store to build the CA bundle from (install ca-certificates, "
                          "or certifi into this Python)")
     try:
         text = bundle_text(roots.read_text(), ca_pem)
+        if text == current:
+            return False
         fd, tmp = tempfile.mkstemp(dir=bundle.parent, prefix=f".{bundle.name}.")
         try:
             with os.fdopen(fd, "w") as f:

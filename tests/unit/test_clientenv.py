@@ -3,6 +3,7 @@ its quoting, and the CA bundle it keeps next to the CA."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -295,6 +296,69 @@ def test_load_setup_writes_the_bundle_once_and_renews_a_stale_one(tmp_path, pki,
     load_setup("http://gw:8080", str(confdir), [])
     assert bundle.read_text() == bundle_text(roots, pki.ca.read_text())
     assert [p.name for p in confdir.iterdir() if p.name.startswith(".")] == []  # no temporary files left
+
+
+def test_an_exact_bundle_follows_the_system_roots_and_is_left_alone_when_it_already_does(tmp_path, pki):
+    ca = pki.ca.read_text()
+    old_roots, new_roots = tmp_path / "old.pem", tmp_path / "new.pem"
+    old_roots.write_text("# an older root\n")
+    new_roots.write_text("# a root added since\n")
+    bundle = tmp_path / clientenv.BUNDLE_NAME
+    assert clientenv.ensure_bundle(ca, bundle, old_roots, exact=True)
+
+    # Holds the CA, so enough for a client; the proxy's start still brings in new roots.
+    assert not clientenv.ensure_bundle(ca, bundle, new_roots)
+    assert clientenv.ensure_bundle(ca, bundle, new_roots, exact=True)
+    assert bundle.read_text() == bundle_text("# a root added since\n", ca)
+    inode = bundle.stat().st_ino
+    assert not clientenv.ensure_bundle(ca, bundle, new_roots, exact=True)
+    assert bundle.stat().st_ino == inode
+
+
+def test_processes_starting_together_never_see_half_a_bundle(tmp_path, pki):
+    # Several proxies on one confdir each write the bundle at start: every write lands
+    # whole under its final name, and none fails because another moved its file away.
+    ca = pki.ca.read_text()
+    bundle = tmp_path / clientenv.BUNDLE_NAME
+    roots = []
+    for i in range(8):
+        roots.append(tmp_path / f"roots-{i}.pem")
+        roots[-1].write_text(f"# root set {i}\n" * 5000)
+    expected = {bundle_text(r.read_text(), ca) for r in roots}
+    seen: set[str] = set()
+
+    def writer(r):
+        for _ in range(20):
+            clientenv.ensure_bundle(ca, bundle, r, exact=True)
+            seen.add(bundle.read_text())
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(writer, roots))  # re-raises any writer's error
+    assert seen <= expected
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("roots-")) == [clientenv.BUNDLE_NAME]
+
+
+def test_the_banner_writes_the_bundle_beside_the_ca_and_keeps_a_current_one(tmp_path, pki, capsys):
+    from mitmproxy.test import taddons
+
+    from addons.banner import Banner
+
+    class ProxyServer:  # the listening address the banner prints
+        def listen_addrs(self):
+            return [("127.0.0.1", 8080)]
+
+    confdir = confdir_with_ca(tmp_path, pki)
+    bundle = confdir / clientenv.BUNDLE_NAME
+    with taddons.context() as tctx:
+        tctx.master.addons.add(ProxyServer())
+        tctx.options.update(confdir=str(confdir))
+        Banner().running()
+        assert bundle.read_text() == bundle_text(clientenv.system_roots().read_text(), pki.ca.read_text())
+        inode = bundle.stat().st_ino
+        Banner().running()
+        assert bundle.stat().st_ino == inode
+    assert f"CA bundle (system roots + that CA):   {bundle}" in capsys.readouterr().out
+    assert [p.name for p in confdir.iterdir() if p.name.startswith(".")] == []
 
 
 def test_load_setup_without_a_ca_says_how_to_get_one(tmp_path):

@@ -120,7 +120,7 @@ class Bench:
 
     def _workloads(self) -> list[wl.Workload]:
         make = {"npm": lambda: wl.Npm(count=self.args.npm_packages), "pip": lambda: wl.Pip(count=self.args.pip_wheels),
-                "go": lambda: wl.Go(count=self.args.go_modules), "big": lambda: wl.Big(size=self.args.big_size)}
+                "go": lambda: wl.Go(count=self.args.go_modules, maxprocs=self.args.go_maxprocs), "big": lambda: wl.Big(size=self.args.big_size)}
         return [make[name]() for name in self.args.workloads]
 
     def close(self) -> None:
@@ -270,6 +270,9 @@ def main() -> None:
     ap.add_argument("--npm-packages", type=int, default=300)
     ap.add_argument("--pip-wheels", type=int, default=40)
     ap.add_argument("--go-modules", type=int, default=50)
+    ap.add_argument("--go-maxprocs", type=int, default=None,
+                    help="GOMAXPROCS for the go command, which downloads that many modules at a time "
+                         "(default: its own, the number of cores)")
     ap.add_argument("--big-size", type=size_arg, default=1 << 30)
     ap.add_argument("--big-from-origin", action="store_true",
                     help="also fetch the large artifact from the origin (1 GiB at 2 MB/s is ~9 minutes)")

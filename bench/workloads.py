@@ -283,6 +283,8 @@ class Go(Workload):
     the checksum database on the origin side)."""
     name: str = "go"
     count: int = 50
+    # The go command downloads GOMAXPROCS modules at a time; None leaves it at the cores.
+    maxprocs: int | None = None
     modules: list[Module] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -339,6 +341,8 @@ class Go(Workload):
         env = {**clean_env(), "HOME": str(work), "GOPATH": str(work / "gopath"), "GOCACHE": str(work / "gocache"),
                "GOFLAGS": "-modcacherw", "GOPROXY": goproxy.rstrip("/"), "GOSUMDB": "off", "GONOSUMDB": "",
                "GOPRIVATE": "", "GOTOOLCHAIN": "local", "SSL_CERT_FILE": str(client.ca_bundle)}
+        if self.maxprocs:
+            env["GOMAXPROCS"] = str(self.maxprocs)
         if client.proxy:
             env["HTTPS_PROXY"] = client.proxy
         _run(["go", "mod", "download"], env, app)

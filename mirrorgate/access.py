@@ -18,6 +18,8 @@ from concurrent.futures import Executor
 
 from cachetools import TTLCache
 
+from mirrorgate.singleflight import SingleFlight
+
 log = logging.getLogger("mirrorgate.gate")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -115,7 +117,7 @@ class CachingValidator:
         # Kept apart so that a flood of wrong passwords cannot evict accepted users.
         self._refused: TTLCache = TTLCache(maxsize, refused_ttl, timer=timer)
         self._secret = os.urandom(32)
-        self._pending: dict[bytes, asyncio.Future] = {}
+        self._checks: SingleFlight[bool] = SingleFlight()
         self._executor = executor
         # Validators that talk to a server over one connection (LDAP) are not thread-safe.
         self._lock = threading.Lock() if serial else None
@@ -148,21 +150,15 @@ class CachingValidator:
         verdict = self.cached(key)
         if verdict is not None:
             return verdict
-        pending = self._pending.get(key)
-        if pending is None:
-            pending = self._pending[key] = asyncio.ensure_future(self._compute(key, user, password))
-        return await asyncio.shield(pending)
+        return await self._checks.run(key, lambda: self._compute(key, user, password))
 
     async def _compute(self, key: bytes, user: str, password: str) -> bool:
-        # The verdict is kept before this task is done, so that no caller can see the
-        # task finished while the cache still misses: proxyauth's synchronous call right
-        # after would then run the expensive check again, on the event loop.
-        try:
-            result = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, user, password)
-            self._keep(key, user, *result)
-            return result[0]
-        finally:
-            self._pending.pop(key, None)
+        # Kept before returning (as SingleFlight asks): a check that finds the computation
+        # just finished must leave proxyauth's synchronous call a hit, or bcrypt runs
+        # again, on the event loop.
+        result = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, user, password)
+        self._keep(key, user, *result)
+        return result[0]
 
     def _run(self, user: str, password: str) -> tuple[bool, float, str | None]:
         start = time.monotonic()

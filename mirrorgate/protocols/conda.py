@@ -31,6 +31,7 @@ import zstandard
 from cachetools import TTLCache
 
 from mirrorgate.protocols import Digest, Protocol, RewriteContext, RewriteError
+from mirrorgate.singleflight import SingleFlight
 
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 REPODATA_NAMES = ("repodata.json", "current_repodata.json", "repodata_from_packages.json")
@@ -265,7 +266,7 @@ class Conda(Protocol):
         self._maps: TTLCache[str, tuple[float, dict[str, bytes] | None]] = TTLCache(
             maxsize=MAP_ENTRIES, ttl=MAP_TTL, getsizeof=lambda v: max(1, len(v[1] or ())))
         # One fetch per repodata URL at a time, however many packages wait on it.
-        self._loading: dict[str, asyncio.Future] = {}
+        self._loading: SingleFlight[tuple[float, dict[str, bytes] | None]] = SingleFlight()
 
     def checks(self, path: str) -> bool:
         return package_file(path) is not None
@@ -282,12 +283,7 @@ class Conda(Protocol):
         return Digest("sha256", digest) if digest else None
 
     async def _load(self, source: str, fetch) -> tuple[float, dict[str, bytes] | None]:
-        pending = self._loading.get(source)
-        if pending is None:
-            pending = asyncio.ensure_future(self._fetch_map(source, fetch))
-            self._loading[source] = pending
-            pending.add_done_callback(lambda _: self._loading.pop(source, None))
-        return await asyncio.shield(pending)
+        return await self._loading.run(source, lambda: self._fetch_map(source, fetch))
 
     async def _fetch_map(self, source: str, fetch) -> tuple[float, dict[str, bytes] | None]:
         # gzip-coded: the relay's size limit applies to what is transferred.

@@ -12,7 +12,6 @@ mirror's bad bytes from reaching it (and the cache) at all.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import os
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from cachetools import LRUCache
 
 from mirrorgate.protocols import LocalAnswer, Protocol, read_chunks
+from mirrorgate.singleflight import SingleFlight
 
 ARTIFACT = re.compile(r"^/(.+)/@v/([^/]+)\.(zip|mod)$")
 
@@ -97,7 +97,7 @@ class GoProxy(Protocol):
 
     def __init__(self) -> None:
         self._records: LRUCache[str, dict[str, str]] = LRUCache(maxsize=8192)
-        self._pending: dict[str, asyncio.Future[dict[str, str] | None]] = {}
+        self._lookups: SingleFlight[dict[str, str] | None] = SingleFlight()
 
     def checks(self, path: str) -> bool:
         return ARTIFACT.match(path) is not None
@@ -121,12 +121,7 @@ class GoProxy(Protocol):
         change, so they are kept; a failed lookup is not (it may be passing trouble)."""
         if (hashes := self._records.get(lookup)) is not None:
             return hashes
-        pending = self._pending.get(lookup)
-        if pending is None:
-            pending = self._pending[lookup] = asyncio.ensure_future(self._look_up(lookup, module, version, fetch))
-            pending.add_done_callback(lambda _: self._pending.pop(lookup, None))
-        # Shielded: a client that goes away must not cancel the lookup others wait on.
-        return await asyncio.shield(pending)
+        return await self._lookups.run(lookup, lambda: self._look_up(lookup, module, version, fetch))
 
     async def _look_up(self, lookup: str, module: str, version: str, fetch) -> dict[str, str] | None:
         body = await fetch(lookup, {})
